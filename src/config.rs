@@ -125,14 +125,18 @@ mod tests {
         );
         assert_eq!(field_of(ClientConfig::new(["nohost"])), "bootstrap");
         assert_eq!(field_of(ClientConfig::new(["h:notaport"])), "bootstrap");
-        let mut c = ClientConfig::default();
-        c.request_timeout = Duration::ZERO;
+        let c = ClientConfig {
+            request_timeout: Duration::ZERO,
+            ..ClientConfig::default()
+        };
         assert_eq!(field_of(c), "request_timeout");
         let mut c = ClientConfig::default();
         c.reconnect_backoff.initial = Duration::from_secs(60);
         assert_eq!(field_of(c), "reconnect_backoff");
-        let mut c = ClientConfig::default();
-        c.max_response_bytes = usize::MAX;
+        let c = ClientConfig {
+            max_response_bytes: usize::MAX,
+            ..ClientConfig::default()
+        };
         assert_eq!(field_of(c), "max_response_bytes");
     }
 }

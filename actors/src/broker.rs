@@ -1,0 +1,658 @@
+//! BrokerConnection: one TCP connection to one broker, many requests in flight.
+//!
+//! Life of a connection:
+//! 1. `started`: after a backoff (none for the first attempt), connect and run the ApiVersions
+//!    exchange; the negotiated table decides every later request's version.
+//! 2. Connected: each [`Call`] gets a correlation id, is registered as in flight *before* it is
+//!    written, and is handed whole to a writer task. Responses are matched by correlation id and
+//!    decoded by the caller's future, so a big response does not hold up the actor.
+//! 3. Any I/O or framing error fails every in-flight request with the same typed error, and the
+//!    actor stops itself; its [`Supervisor`](actix::Supervisor) restarts it (fields survive), and
+//!    `started` reconnects with capped, jittered exponential backoff.
+//!
+//! Requests that arrive while the connection is (re)connecting **wait**, bounded by their own
+//! request timeout: they are written as soon as the connection is up, or fail with
+//! [`Error::Timeout`] naming the last connection error. They fail at once only when a connect
+//! attempt fails in a way retrying cannot mend (a protocol violation, a broker too old), or when
+//! the connection is closed. Waiting rather than failing fast lets a short broker restart pass
+//! unnoticed by callers.
+//!
+//! Writes are cancellation-safe: a request is written whole or not at all, because only the
+//! writer task touches the socket and a caller that gives up merely drops its answer channel.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix::WeakAddr;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use konsumer::protocol::codec::ProbeStep;
+use konsumer::protocol::{
+    decode_response, encode_request, peek_correlation_id, ApiKey, ApiVersionTable,
+    ApiVersionsProbe, FrameDecoder, FrameError, RequestKind,
+};
+use konsumer::{ClientConfig, Error};
+use slog::{debug, info, o, warn, Logger};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::{Decoder, FramedRead};
+
+use crate::messages::{Call, Close, Reply};
+
+/// How often waiting requests are checked against their deadlines.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(50);
+/// Frames gathered into one socket write when several are waiting.
+const MAX_WRITE_BATCH: usize = 1024 * 1024;
+
+/// One supervised connection to one broker. Start it with
+/// `actix::Supervisor::start(|_| BrokerConnection::new(...))`.
+pub struct BrokerConnection {
+    address: String,
+    config: Arc<ClientConfig>,
+    log: Logger,
+    /// Times the supervisor has restarted this actor.
+    restarts: u32,
+    /// Connect attempts failed in a row; drives the backoff.
+    connect_failures: u32,
+    last_error: Option<String>,
+    closed: bool,
+    /// Bumped for every connect attempt; results of an older attempt are ignored.
+    generation: u64,
+    link: Option<Link>,
+    /// Requests waiting for a connection; never written yet, so safe to send on the next one.
+    queued: VecDeque<Waiting>,
+    in_flight: HashMap<i32, InFlight>,
+    next_correlation_id: i32,
+}
+
+struct Link {
+    writer: mpsc::UnboundedSender<Bytes>,
+    versions: Arc<ApiVersionTable>,
+}
+
+struct Waiting {
+    call: Call,
+    started: Instant,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<RawReply, Error>>,
+}
+
+struct InFlight {
+    api_key: ApiKey,
+    version: i16,
+    started: Instant,
+    deadline: Instant,
+    /// Taken when the request times out; the entry stays until its response arrives, so a late
+    /// answer is recognised (and dropped) rather than taken for a protocol violation.
+    reply: Option<oneshot::Sender<Result<RawReply, Error>>>,
+}
+
+/// An undecoded response; the caller's future decodes it.
+struct RawReply {
+    api_key: ApiKey,
+    version: i16,
+    frame: Bytes,
+}
+
+impl BrokerConnection {
+    pub fn new(address: impl Into<String>, config: Arc<ClientConfig>, log: &Logger) -> Self {
+        let address = address.into();
+        BrokerConnection {
+            log: log.new(o!("broker" => address.clone())),
+            address,
+            config,
+            restarts: 0,
+            connect_failures: 0,
+            last_error: None,
+            closed: false,
+            generation: 0,
+            link: None,
+            queued: VecDeque::new(),
+            in_flight: HashMap::new(),
+            next_correlation_id: 0,
+        }
+    }
+
+    /// Starts a supervised connection on the current arbiter.
+    pub fn start_supervised(
+        address: impl Into<String>,
+        config: Arc<ClientConfig>,
+        log: &Logger,
+    ) -> Addr<Self> {
+        let connection = Self::new(address, config, log);
+        Supervisor::start(move |_| connection)
+    }
+
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        self.generation += 1;
+        let generation = self.generation;
+        let opening = open(self.address.clone(), self.config.clone());
+        ctx.spawn(opening.into_actor(self).map(move |result, act, ctx| {
+            if generation != act.generation || act.closed {
+                return;
+            }
+            match result {
+                Ok((stream, versions)) => act.on_connected(stream, versions, ctx),
+                Err(error) => {
+                    act.connect_failures += 1;
+                    warn!(act.log, "cannot connect to broker";
+                        "error" => %error, "failures_in_a_row" => act.connect_failures);
+                    if !error.is_retriable() {
+                        // Retrying will not mend this: tell the waiting callers now.
+                        for waiting in act.queued.drain(..) {
+                            let _ = waiting.reply.send(Err(error.clone()));
+                        }
+                    }
+                    act.last_error = Some(error.to_string());
+                    ctx.stop(); // the supervisor restarts us; `started` backs off
+                }
+            }
+        }));
+    }
+
+    fn on_connected(
+        &mut self,
+        stream: TcpStream,
+        versions: ApiVersionTable,
+        ctx: &mut Context<Self>,
+    ) {
+        let (read, write) = stream.into_split();
+        let (writer, frames) = mpsc::unbounded_channel();
+        let generation = self.generation;
+        actix::spawn(write_frames(
+            write,
+            frames,
+            generation,
+            ctx.address().downgrade(),
+        ));
+        let decoder = FrameCodec(FrameDecoder::new(self.config.max_response_bytes));
+        ctx.add_stream(FramedRead::new(read, decoder).map(move |item| (generation, item)));
+        self.link = Some(Link {
+            writer,
+            versions: Arc::new(versions),
+        });
+        if self.restarts > 0 {
+            info!(self.log, "broker connection re-established after supervised restart";
+                "restarts" => self.restarts, "waiting_requests" => self.queued.len());
+        } else {
+            info!(self.log, "connected to broker");
+        }
+        self.connect_failures = 0;
+        self.last_error = None;
+        for waiting in std::mem::take(&mut self.queued) {
+            self.dispatch(waiting, ctx);
+        }
+    }
+
+    /// Writes one request on the live link.
+    fn dispatch(&mut self, waiting: Waiting, ctx: &mut Context<Self>) {
+        let Some(link) = &self.link else {
+            self.queued.push_back(waiting);
+            return;
+        };
+        let api_key = waiting.call.api_key();
+        let version = match link
+            .versions
+            .select(api_key, waiting.call.max_version, &self.address)
+        {
+            Ok(version) => version,
+            Err(error) => {
+                let _ = waiting.reply.send(Err(error));
+                return;
+            }
+        };
+        if let RequestKind::Produce(produce) = waiting.call.request() {
+            if produce.acks == 0 {
+                // With acks=0 the broker never answers; the producer issue will give such
+                // requests their own path. Refuse rather than wait for an answer forever.
+                let _ = waiting.reply.send(Err(Error::Config {
+                    field: "acks",
+                    detail: "acks=0 requests are not supported by BrokerConnection yet".into(),
+                }));
+                return;
+            }
+        }
+        let mut correlation_id = self.next_correlation_id;
+        while self.in_flight.contains_key(&correlation_id) {
+            correlation_id = correlation_id.wrapping_add(1);
+        }
+        self.next_correlation_id = correlation_id.wrapping_add(1);
+        let frame = match encode_request(
+            api_key,
+            version,
+            correlation_id,
+            &self.config.client_id,
+            waiting.call.request(),
+        ) {
+            Ok(frame) => frame,
+            Err(error) => {
+                let _ = waiting.reply.send(Err(error));
+                return;
+            }
+        };
+        // Registered before the write, so a fast answer always finds its waiter.
+        self.in_flight.insert(
+            correlation_id,
+            InFlight {
+                api_key,
+                version,
+                started: waiting.started,
+                deadline: waiting.deadline,
+                reply: Some(waiting.reply),
+            },
+        );
+        if link.writer.send(frame).is_err() {
+            self.fail_link(
+                Error::ConnectionClosed {
+                    broker: self.address.clone(),
+                    detail: "(writer stopped)".into(),
+                },
+                ctx,
+            );
+        }
+    }
+
+    fn on_frame(&mut self, frame: Bytes, ctx: &mut Context<Self>) {
+        let Some(correlation_id) = peek_correlation_id(&frame) else {
+            let detail = format!("a {}-byte response has no correlation id", frame.len());
+            return self.protocol_violation(detail, ctx);
+        };
+        match self.in_flight.remove(&correlation_id) {
+            Some(InFlight {
+                api_key,
+                version,
+                reply,
+                ..
+            }) => match reply {
+                Some(reply) => {
+                    let _ = reply.send(Ok(RawReply {
+                        api_key,
+                        version,
+                        frame,
+                    }));
+                }
+                None => debug!(self.log, "dropped a response that came after its timeout";
+                    "api" => ?api_key, "correlation_id" => correlation_id),
+            },
+            None => {
+                let detail =
+                    format!("response with correlation id {correlation_id} matches no request");
+                self.protocol_violation(detail, ctx)
+            }
+        }
+    }
+
+    fn protocol_violation(&mut self, detail: String, ctx: &mut Context<Self>) {
+        let broker = self.address.clone();
+        self.fail_link(Error::Protocol { broker, detail }, ctx);
+    }
+
+    /// The connection is unusable: fail everything written on it, stop, and let the supervisor
+    /// restart us. Queued requests were never written and wait for the next connection.
+    fn fail_link(&mut self, error: Error, ctx: &mut Context<Self>) {
+        if self.link.take().is_none() {
+            return;
+        }
+        self.generation += 1;
+        warn!(self.log, "broker connection failed; restarting it";
+            "error" => %error, "failed_in_flight" => self.in_flight.len());
+        for (_, in_flight) in self.in_flight.drain() {
+            if let Some(reply) = in_flight.reply {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+        self.last_error = Some(error.to_string());
+        ctx.stop();
+    }
+
+    /// Fails requests whose deadline has passed, and stops for good once nobody holds an
+    /// address of this connection.
+    fn sweep(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        let timeout = |api: ApiKey, started: Instant, this: &Self| Error::Timeout {
+            api,
+            broker: this.address.clone(),
+            after: now.saturating_duration_since(started),
+            last_error: this.last_error.clone(),
+        };
+        let mut i = 0;
+        while i < self.queued.len() {
+            if self.queued[i].deadline <= now {
+                if let Some(waiting) = self.queued.remove(i) {
+                    let error = timeout(waiting.call.api_key(), waiting.started, self);
+                    let _ = waiting.reply.send(Err(error));
+                }
+            } else {
+                i += 1;
+            }
+        }
+        let expired: Vec<i32> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.reply.is_some() && f.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let error = {
+                let f = &self.in_flight[&id];
+                timeout(f.api_key, f.started, self)
+            };
+            if let Some(reply) = self.in_flight.get_mut(&id).and_then(|f| f.reply.take()) {
+                let _ = reply.send(Err(error));
+            }
+        }
+        if !ctx.connected() && self.queued.is_empty() {
+            debug!(
+                self.log,
+                "no one holds this connection any more; closing it"
+            );
+            self.closed = true;
+            self.link = None;
+            ctx.stop();
+        }
+    }
+}
+
+impl Actor for BrokerConnection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.closed {
+            return;
+        }
+        ctx.run_interval(SWEEP_INTERVAL, |act, ctx| act.sweep(ctx));
+        if self.connect_failures == 0 {
+            self.connect(ctx);
+        } else {
+            let delay = self
+                .config
+                .reconnect_backoff
+                .delay(self.connect_failures - 1, fastrand::f64());
+            debug!(self.log, "reconnecting after backoff"; "delay" => ?delay);
+            ctx.run_later(delay, |act, ctx| act.connect(ctx));
+        }
+    }
+}
+
+impl Supervised for BrokerConnection {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        if self.closed {
+            return;
+        }
+        self.restarts += 1;
+        self.link = None;
+        info!(self.log, "supervisor restarting broker connection"; "restart" => self.restarts);
+    }
+}
+
+impl Handler<Call> for BrokerConnection {
+    type Result = ResponseFuture<Result<Reply, Error>>;
+
+    fn handle(&mut self, call: Call, ctx: &mut Context<Self>) -> Self::Result {
+        let (reply, answer) = oneshot::channel();
+        let started = Instant::now();
+        let deadline = started + call.timeout.unwrap_or(self.config.request_timeout);
+        let waiting = Waiting {
+            call,
+            started,
+            deadline,
+            reply,
+        };
+        if self.closed {
+            let _ = waiting.reply.send(Err(Error::Shutdown(format!(
+                "connection to {}",
+                self.address
+            ))));
+        } else {
+            self.dispatch(waiting, ctx);
+        }
+        let broker = self.address.clone();
+        Box::pin(async move {
+            let raw = answer
+                .await
+                .map_err(|_| Error::Shutdown(format!("connection to {broker}")))??;
+            let response = decode_response(raw.api_key, raw.version, raw.frame, &broker)?;
+            Ok(Reply {
+                version: raw.version,
+                response,
+            })
+        })
+    }
+}
+
+impl Handler<Close> for BrokerConnection {
+    type Result = ();
+
+    fn handle(&mut self, _: Close, ctx: &mut Context<Self>) {
+        self.closed = true;
+        self.link = None;
+        self.generation += 1;
+        let shutdown = || Error::Shutdown(format!("connection to {}", self.address));
+        for waiting in self.queued.drain(..) {
+            let _ = waiting.reply.send(Err(shutdown()));
+        }
+        for (_, f) in self.in_flight.drain() {
+            if let Some(reply) = f.reply {
+                let _ = reply.send(Err(shutdown()));
+            }
+        }
+        info!(self.log, "broker connection closed");
+        ctx.stop();
+    }
+}
+
+/// The writer task reports a failed write.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct WriteFailed {
+    generation: u64,
+    error: std::io::Error,
+}
+
+impl Handler<WriteFailed> for BrokerConnection {
+    type Result = ();
+
+    fn handle(&mut self, msg: WriteFailed, ctx: &mut Context<Self>) {
+        if msg.generation == self.generation {
+            let error = io_error(&self.address, &msg.error);
+            self.fail_link(error, ctx);
+        }
+    }
+}
+
+type ReadItem = (u64, Result<Bytes, ReadError>);
+
+impl StreamHandler<ReadItem> for BrokerConnection {
+    fn handle(&mut self, (generation, item): ReadItem, ctx: &mut Context<Self>) {
+        if generation != self.generation {
+            return;
+        }
+        match item {
+            Ok(frame) => self.on_frame(frame, ctx),
+            Err(ReadError::Io(error)) => {
+                let error = io_error(&self.address, &error);
+                self.fail_link(error, ctx)
+            }
+            Err(ReadError::Frame(FrameError::Truncated { have, want })) => {
+                let error = Error::ConnectionClosed {
+                    broker: self.address.clone(),
+                    detail: format!("in the middle of a response ({have} of {want} bytes)"),
+                };
+                self.fail_link(error, ctx)
+            }
+            Err(ReadError::Frame(FrameError::TooLarge { size, max })) => {
+                let broker = self.address.clone();
+                self.fail_link(Error::FrameTooLarge { broker, size, max }, ctx)
+            }
+            Err(ReadError::Frame(error @ FrameError::Negative { .. })) => {
+                self.protocol_violation(error.to_string(), ctx)
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        let error = Error::ConnectionClosed {
+            broker: self.address.clone(),
+            detail: "(end of stream)".into(),
+        };
+        self.fail_link(error, ctx);
+    }
+}
+
+fn io_error(broker: &str, error: &std::io::Error) -> Error {
+    Error::Io {
+        broker: broker.to_owned(),
+        kind: error.kind(),
+        reason: error.to_string(),
+    }
+}
+
+enum ReadError {
+    Io(std::io::Error),
+    Frame(FrameError),
+}
+
+impl From<std::io::Error> for ReadError {
+    fn from(error: std::io::Error) -> Self {
+        ReadError::Io(error)
+    }
+}
+
+/// tokio-util's framing over the core's [`FrameDecoder`].
+struct FrameCodec(FrameDecoder);
+
+impl Decoder for FrameCodec {
+    type Item = Bytes;
+    type Error = ReadError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, ReadError> {
+        self.0.decode(src).map_err(ReadError::Frame)
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, ReadError> {
+        self.0.decode_eof(src).map_err(ReadError::Frame)
+    }
+}
+
+/// Owns the socket's write half: frames are written whole, in order, several at a time when
+/// they queue up (one syscall instead of many under load).
+async fn write_frames(
+    mut socket: OwnedWriteHalf,
+    mut frames: mpsc::UnboundedReceiver<Bytes>,
+    generation: u64,
+    connection: WeakAddr<BrokerConnection>,
+) {
+    while let Some(frame) = frames.recv().await {
+        let result = match frames.try_recv() {
+            Err(_) => socket.write_all(&frame).await,
+            Ok(next) => {
+                let mut batch = BytesMut::with_capacity(frame.len() + next.len());
+                batch.extend_from_slice(&frame);
+                batch.extend_from_slice(&next);
+                while batch.len() < MAX_WRITE_BATCH {
+                    match frames.try_recv() {
+                        Ok(more) => batch.extend_from_slice(&more),
+                        Err(_) => break,
+                    }
+                }
+                socket.write_all(&batch).await
+            }
+        };
+        if let Err(error) = result {
+            if let Some(connection) = connection.upgrade() {
+                connection.do_send(WriteFailed { generation, error });
+            }
+            return;
+        }
+    }
+}
+
+/// TCP connect plus the ApiVersions exchange, within the connect timeout.
+async fn open(
+    address: String,
+    config: Arc<ClientConfig>,
+) -> Result<(TcpStream, ApiVersionTable), Error> {
+    let connect_error = |reason: String| Error::Connect {
+        broker: address.clone(),
+        reason,
+    };
+    let deadline = tokio::time::Instant::now() + config.connect_timeout;
+    let mut stream = match tokio::time::timeout_at(deadline, TcpStream::connect(&address)).await {
+        Err(_) => {
+            let waited = config.connect_timeout;
+            return Err(connect_error(format!(
+                "no TCP connection within {waited:?}"
+            )));
+        }
+        Ok(Err(error)) => return Err(connect_error(error.to_string())),
+        Ok(Ok(stream)) => stream,
+    };
+    // Requests are small and latency matters more than packet count.
+    let _ = stream.set_nodelay(true);
+    let handshake = async {
+        let mut probe = ApiVersionsProbe::default();
+        let mut decoder = FrameDecoder::new(config.max_response_bytes);
+        let mut buffer = BytesMut::with_capacity(4096);
+        // The probe asks at most twice (newest version, then the broker's).
+        for correlation_id in 0..3 {
+            let request = probe.request(correlation_id, &config.client_id)?;
+            let io = |e: std::io::Error| io_error(&address, &e);
+            stream.write_all(&request).await.map_err(io)?;
+            let frame = loop {
+                match decoder.decode(&mut buffer) {
+                    Ok(Some(frame)) => break frame,
+                    Ok(None) => {}
+                    Err(FrameError::TooLarge { size, max }) => {
+                        let broker = address.clone();
+                        return Err(Error::FrameTooLarge { broker, size, max });
+                    }
+                    Err(error) => {
+                        let broker = address.clone();
+                        let detail = format!("answering ApiVersions: {error}");
+                        return Err(Error::Protocol { broker, detail });
+                    }
+                }
+                if stream.read_buf(&mut buffer).await.map_err(io)? == 0 {
+                    return Err(Error::ConnectionClosed {
+                        broker: address.clone(),
+                        detail: format!(
+                            "during the ApiVersions exchange ({} bytes of a response received)",
+                            buffer.len()
+                        ),
+                    });
+                }
+            };
+            if peek_correlation_id(&frame) != Some(correlation_id) {
+                return Err(Error::Protocol {
+                    broker: address.clone(),
+                    detail: format!(
+                        "ApiVersions answer carries correlation id {:?}, expected {correlation_id}",
+                        peek_correlation_id(&frame)
+                    ),
+                });
+            }
+            match probe.on_response(frame, &address)? {
+                ProbeStep::Retry => continue,
+                ProbeStep::Done(table) => return Ok(table),
+            }
+        }
+        Err(Error::Protocol {
+            broker: address.clone(),
+            detail: "ApiVersions negotiation did not settle".into(),
+        })
+    };
+    let table = match tokio::time::timeout_at(deadline, handshake).await {
+        Err(_) => {
+            let waited = config.connect_timeout;
+            return Err(connect_error(format!(
+                "no ApiVersions answer within {waited:?}"
+            )));
+        }
+        Ok(result) => result?,
+    };
+    Ok((stream, table))
+}

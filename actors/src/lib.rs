@@ -1,0 +1,23 @@
+//! konsumer-actors — the actix shell of konsumer, and what applications depend on.
+//!
+//! - [`broker::BrokerConnection`]: one supervised TCP connection to one broker, many requests in
+//!   flight, restarted with backoff when it fails.
+//! - [`cluster::Cluster`]: bootstrap, the metadata cache, and routing a request to the right
+//!   broker over a connection per purpose.
+//! - [`messages`]: every message the actors exchange.
+//! - `testkit` (cargo feature): a mocked broker actor and a real-broker (tansu) fixture.
+//!
+//! The sans-IO core is re-exported as [`core`], so one dependency is enough.
+
+pub mod broker;
+pub mod cluster;
+pub mod messages;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use konsumer as core;
+pub use konsumer::{ClientConfig, Context, Error, KafkaCode};
+
+pub use broker::BrokerConnection;
+pub use cluster::{Cluster, ClusterMetadata, Connector, TcpConnector};
+pub use messages::{Call, Purpose, Reply, Target};

@@ -1,0 +1,173 @@
+//! Every message type the actors exchange, in one place.
+
+use std::time::Duration;
+
+use actix::{Message, Recipient};
+use konsumer::protocol::{ApiKey, KafkaRequest, RequestKind, ResponseKind};
+use konsumer::Error;
+
+/// One request to one broker. Anything that answers `Call` can serve as a broker connection:
+/// a [`BrokerConnection`](crate::BrokerConnection), or a mocked broker in tests.
+#[derive(Debug)]
+pub struct Call {
+    api_key: ApiKey,
+    request: RequestKind,
+    /// Highest version to use; `None` = the highest both sides support.
+    pub max_version: Option<i16>,
+    /// Overrides the connection's request timeout for this call (e.g. a JoinGroup that may
+    /// block for the whole rebalance timeout).
+    pub timeout: Option<Duration>,
+}
+
+impl Call {
+    pub fn new<R: KafkaRequest>(request: R) -> Self {
+        Call {
+            api_key: R::API,
+            request: request.into(),
+            max_version: None,
+            timeout: None,
+        }
+    }
+    pub fn with_max_version(mut self, version: i16) -> Self {
+        self.max_version = Some(version);
+        self
+    }
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+    pub fn api_key(&self) -> ApiKey {
+        self.api_key
+    }
+    pub fn request(&self) -> &RequestKind {
+        &self.request
+    }
+    pub fn into_request(self) -> RequestKind {
+        self.request
+    }
+}
+
+impl Message for Call {
+    type Result = Result<Reply, Error>;
+}
+
+/// A broker's answer to a [`Call`], with the version both sides used.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub version: i16,
+    pub response: ResponseKind,
+}
+
+impl Reply {
+    /// The typed response for request type `R`. A mismatch is a protocol error: the connection
+    /// answered another API than the one asked.
+    pub fn into_typed<R: KafkaRequest>(self, broker: &str) -> Result<R::Response, Error> {
+        R::response_from(self.response).ok_or_else(|| Error::Protocol {
+            broker: broker.to_owned(),
+            detail: format!("answer to {:?} was of another API", R::API),
+        })
+    }
+}
+
+/// Sends a typed request over any connection and returns the typed response.
+pub async fn call<R: KafkaRequest>(
+    connection: &Recipient<Call>,
+    request: R,
+) -> Result<R::Response, Error> {
+    connection
+        .send(Call::new(request))
+        .await
+        .map_err(|_| Error::Shutdown("broker connection".into()))??
+        .into_typed::<R>("connection")
+}
+
+/// Which traffic a connection carries. Each purpose gets its own connection per broker, so that
+/// a long-poll Fetch never sits in front of a Heartbeat (responses come back in order per
+/// connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Purpose {
+    /// Metadata, admin and anything else.
+    General,
+    /// Group coordination: join, sync, heartbeat, commits.
+    Group,
+    /// Fetch long polls.
+    Fetch,
+    /// Produce requests.
+    Produce,
+}
+
+/// Where the [`Cluster`](crate::Cluster) sends a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Any live broker (the least recently failed one the metadata lists).
+    Any,
+    /// A broker by node id.
+    Broker(i32),
+    /// The current leader of a partition.
+    Leader { topic: String, partition: i32 },
+    /// The controller (CreateTopics and other admin requests).
+    Controller,
+}
+
+/// Send `call` to `target` over the connection for `purpose`. A response whose partitions say
+/// the metadata is stale (NotLeader, UnknownTopicOrPartition, ...) triggers an immediate
+/// metadata refresh; the response itself is returned unchanged for the caller to retry.
+#[derive(Debug)]
+pub struct Route {
+    pub target: Target,
+    pub purpose: Purpose,
+    pub call: Call,
+}
+
+impl Message for Route {
+    type Result = Result<Reply, Error>;
+}
+
+/// The connection the cluster uses for `target` and `purpose` (to talk to it directly, e.g. a
+/// Fetcher holding its leader's fetch connection).
+#[derive(Debug, Clone)]
+pub struct ConnectionFor {
+    pub target: Target,
+    pub purpose: Purpose,
+}
+
+impl Message for ConnectionFor {
+    type Result = Result<(i32, Recipient<Call>), Error>;
+}
+
+/// The current metadata snapshot; with `refresh`, after fetching a new one.
+#[derive(Debug, Clone, Copy)]
+pub struct GetMetadata {
+    pub refresh: bool,
+}
+
+impl Message for GetMetadata {
+    type Result = Result<std::sync::Arc<crate::cluster::ClusterMetadata>, Error>;
+}
+
+/// Creates topics through the controller and waits until the metadata shows them with leaders.
+#[derive(Debug, Clone)]
+pub struct CreateTopics {
+    pub topics: Vec<NewTopic>,
+    pub timeout: Duration,
+}
+
+/// One topic to create.
+#[derive(Debug, Clone)]
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: i32,
+    pub replication_factor: i16,
+}
+
+impl Message for CreateTopics {
+    type Result = Result<(), Error>;
+}
+
+/// Stops an actor: every waiting request fails with [`Error::Shutdown`].
+#[derive(Debug, Clone, Copy)]
+pub struct Close;
+
+impl Message for Close {
+    type Result = ();
+}

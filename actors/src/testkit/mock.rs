@@ -1,0 +1,353 @@
+//! A mocked Kafka cluster made of actors: no network, no broker process.
+//!
+//! [`MockCluster`] holds a topology (brokers, topics, leaders) shared by its [`MockBroker`]
+//! actors. Each broker answers [`Call`]s the way a broker would: ApiVersions, Metadata and
+//! CreateTopics from the topology; anything else from responses the test scripted with
+//! [`MockCluster::script`] (first in, first out, per API, optionally per broker). Every request
+//! is logged with the broker that received it.
+//!
+//! To keep the mock honest, each request is encoded at the version the connection would choose
+//! (so a field the version lacks is an error, as on the wire), and each response goes through
+//! encode + decode at that version.
+
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use actix::prelude::*;
+use bytes::BytesMut;
+use konsumer::kafka_protocol::messages::api_versions_response::ApiVersion;
+use konsumer::kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use konsumer::kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use konsumer::kafka_protocol::messages::{
+    ApiVersionsResponse, BrokerId, CreateTopicsResponse, MetadataResponse, TopicName,
+};
+use konsumer::kafka_protocol::protocol::StrBytes;
+use konsumer::protocol::{decode_response, ApiKey, ApiVersionTable, RequestKind, ResponseKind};
+use konsumer::{Error, KafkaCode};
+
+use crate::cluster::Connector;
+use crate::messages::{Call, Purpose, Reply};
+
+/// One request a mocked broker received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub node_id: i32,
+    pub api: ApiKey,
+    pub version: i16,
+    pub request: RequestKind,
+}
+
+/// A scripted answer: to the next request of `api` (on `node_id`, if set).
+#[derive(Debug, Clone)]
+struct Scripted {
+    api: ApiKey,
+    node_id: Option<i32>,
+    answer: Result<ResponseKind, Error>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    brokers: BTreeMap<i32, (String, i32)>,
+    controller: Option<i32>,
+    /// Topic name -> leader of each partition (`-1` = no leader).
+    topics: BTreeMap<String, Vec<i32>>,
+    versions: Option<ApiVersionTable>,
+    scripted: VecDeque<Scripted>,
+    received: Vec<Received>,
+}
+
+/// A cluster of mocked brokers sharing one topology. Cheap to clone (shared state).
+#[derive(Debug, Clone, Default)]
+pub struct MockCluster {
+    state: Arc<Mutex<State>>,
+}
+
+impl MockCluster {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A test that panicked while holding the lock has failed already; keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a broker reachable (through [`connector`](Self::connector)) at `host:port`. The
+    /// first broker added becomes the controller.
+    pub fn add_broker(&self, node_id: i32, host: &str, port: i32) -> &Self {
+        let mut state = self.state();
+        state.brokers.insert(node_id, (host.to_owned(), port));
+        state.controller.get_or_insert(node_id);
+        drop(state);
+        self
+    }
+
+    /// Adds (or replaces) a topic; `leaders[i]` is the leader of partition `i`.
+    pub fn add_topic(&self, name: &str, leaders: &[i32]) -> &Self {
+        self.state()
+            .topics
+            .insert(name.to_owned(), leaders.to_vec());
+        self
+    }
+
+    /// Moves a partition's leadership, as an election would.
+    pub fn move_leader(&self, topic: &str, partition: i32, leader: i32) {
+        if let Some(leaders) = self.state().topics.get_mut(topic) {
+            if let Some(slot) = leaders.get_mut(partition as usize) {
+                *slot = leader;
+            }
+        }
+    }
+
+    /// Restricts what the brokers claim in ApiVersions (default: every version
+    /// `kafka-protocol` knows). Requests outside it fail as they would on such a broker.
+    pub fn set_versions(&self, table: ApiVersionTable) {
+        self.state().versions = Some(table);
+    }
+
+    /// The next request of `api` (on broker `node_id`, if given) gets `answer`.
+    pub fn script(&self, api: ApiKey, node_id: Option<i32>, answer: Result<ResponseKind, Error>) {
+        self.state().scripted.push_back(Scripted {
+            api,
+            node_id,
+            answer,
+        });
+    }
+
+    /// Every request received so far, in order.
+    pub fn received(&self) -> Vec<Received> {
+        self.state().received.clone()
+    }
+
+    /// How many requests of `api` the brokers have received.
+    pub fn count(&self, api: ApiKey) -> usize {
+        self.state()
+            .received
+            .iter()
+            .filter(|r| r.api == api)
+            .count()
+    }
+
+    /// A [`Connector`] whose connections are [`MockBroker`] actors of this cluster. An
+    /// address no mocked broker has gives a connection that fails every call as unreachable.
+    pub fn connector(&self) -> Arc<dyn Connector> {
+        Arc::new(MockConnector {
+            cluster: self.clone(),
+        })
+    }
+
+    fn node_at(&self, address: &str) -> Option<i32> {
+        self.state()
+            .brokers
+            .iter()
+            .find(|(_, (host, port))| format!("{host}:{port}") == address)
+            .map(|(id, _)| *id)
+    }
+
+    fn answer(&self, node_id: i32, call: &Call) -> Result<Reply, Error> {
+        let mut state = self.state();
+        let broker = format!("mock broker {node_id}");
+        let table = state
+            .versions
+            .clone()
+            .unwrap_or_else(ApiVersionTable::everything);
+        let api = call.api_key();
+        let version = table.select(api, call.max_version, &broker)?;
+        // What the wire would do: a field this version lacks is an encoding error.
+        let mut scratch = BytesMut::new();
+        call.request()
+            .encode(&mut scratch, version)
+            .map_err(|e| Error::Encode {
+                api,
+                version,
+                detail: format!("{e:#}"),
+            })?;
+        state.received.push(Received {
+            node_id,
+            api,
+            version,
+            request: call.request().clone(),
+        });
+        let scripted = state
+            .scripted
+            .iter()
+            .position(|s| s.api == api && s.node_id.is_none_or(|n| n == node_id))
+            .and_then(|i| state.scripted.remove(i));
+        let response = match scripted {
+            Some(s) => s.answer?,
+            None => match call.request() {
+                RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions(&table)),
+                RequestKind::Metadata(req) => {
+                    let names = req.topics.as_ref().map(|ts| {
+                        ts.iter()
+                            .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+                            .collect()
+                    });
+                    ResponseKind::Metadata(metadata(&state, names))
+                }
+                RequestKind::CreateTopics(req) => {
+                    let mut results = Vec::new();
+                    let brokers: Vec<i32> = state.brokers.keys().copied().collect();
+                    for topic in &req.topics {
+                        let name = topic.name.0.to_string();
+                        let code = match state.topics.entry(name) {
+                            Entry::Occupied(_) => KafkaCode::TopicAlreadyExists.code(),
+                            Entry::Vacant(slot) => {
+                                let leaders = (0..topic.num_partitions.max(1) as usize)
+                                    .map(|p| {
+                                        brokers.get(p % brokers.len().max(1)).copied().unwrap_or(-1)
+                                    })
+                                    .collect();
+                                slot.insert(leaders);
+                                0
+                            }
+                        };
+                        results.push(
+                            CreatableTopicResult::default()
+                                .with_name(topic.name.clone())
+                                .with_error_code(code),
+                        );
+                    }
+                    ResponseKind::CreateTopics(CreateTopicsResponse::default().with_topics(results))
+                }
+                _ => {
+                    return Err(Error::Protocol {
+                        broker,
+                        detail: format!("mock has no answer for {api:?}; script one"),
+                    })
+                }
+            },
+        };
+        drop(state);
+        // Through the wire format and back, at the negotiated version.
+        let mut frame = BytesMut::new();
+        frame.extend_from_slice(&0i32.to_be_bytes()); // correlation id (response header v0)
+        if api != ApiKey::ApiVersions && api.response_header_version(version) >= 1 {
+            frame.extend_from_slice(&[0]); // empty tagged fields (header v1)
+        }
+        response
+            .encode(&mut frame, version)
+            .map_err(|e| Error::Encode {
+                api,
+                version,
+                detail: format!("mock response: {e:#}"),
+            })?;
+        let response = decode_response(api, version, frame.freeze(), &broker)?;
+        Ok(Reply { version, response })
+    }
+}
+
+fn api_versions(table: &ApiVersionTable) -> ApiVersionsResponse {
+    let keys = ApiKey::iter()
+        .filter_map(|k| {
+            table.broker_range(k).map(|(min, max)| {
+                ApiVersion::default()
+                    .with_api_key(k as i16)
+                    .with_min_version(min)
+                    .with_max_version(max)
+            })
+        })
+        .collect();
+    ApiVersionsResponse::default().with_api_keys(keys)
+}
+
+fn metadata(state: &State, names: Option<Vec<String>>) -> MetadataResponse {
+    let brokers = state
+        .brokers
+        .iter()
+        .map(|(id, (host, port))| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(*id))
+                .with_host(StrBytes::from_string(host.clone()))
+                .with_port(*port)
+        })
+        .collect();
+    let wanted: Vec<String> = names.unwrap_or_else(|| state.topics.keys().cloned().collect());
+    let topics = wanted
+        .into_iter()
+        .map(|name| {
+            let topic = MetadataResponseTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_string(name.clone()))));
+            match state.topics.get(&name) {
+                None => topic.with_error_code(KafkaCode::UnknownTopicOrPartition.code()),
+                Some(leaders) => topic.with_partitions(
+                    leaders
+                        .iter()
+                        .enumerate()
+                        .map(|(i, leader)| {
+                            let partition = MetadataResponsePartition::default()
+                                .with_partition_index(i as i32)
+                                .with_leader_id(BrokerId(*leader))
+                                .with_replica_nodes(vec![BrokerId(*leader)])
+                                .with_isr_nodes(vec![BrokerId(*leader)]);
+                            if *leader < 0 {
+                                partition.with_error_code(KafkaCode::LeaderNotAvailable.code())
+                            } else {
+                                partition
+                            }
+                        })
+                        .collect(),
+                ),
+            }
+        })
+        .collect();
+    MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_controller_id(BrokerId(state.controller.unwrap_or(-1)))
+        .with_cluster_id(Some(StrBytes::from_static_str("mock-cluster")))
+        .with_topics(topics)
+}
+
+/// One mocked broker (or an unreachable address, when `node_id` is `None`).
+pub struct MockBroker {
+    cluster: MockCluster,
+    node_id: Option<i32>,
+    address: String,
+}
+
+impl Actor for MockBroker {
+    type Context = Context<Self>;
+}
+
+impl Handler<Call> for MockBroker {
+    type Result = Result<Reply, Error>;
+
+    fn handle(&mut self, call: Call, _: &mut Context<Self>) -> Self::Result {
+        match self.node_id {
+            Some(node_id) => self.cluster.answer(node_id, &call),
+            None => Err(Error::Connect {
+                broker: self.address.clone(),
+                reason: "no mocked broker at this address".into(),
+            }),
+        }
+    }
+}
+
+struct MockConnector {
+    cluster: MockCluster,
+}
+
+impl Connector for MockConnector {
+    fn connect(&self, address: &str, _purpose: Purpose) -> Recipient<Call> {
+        MockBroker {
+            node_id: self.cluster.node_at(address),
+            cluster: self.cluster.clone(),
+            address: address.to_owned(),
+        }
+        .start()
+        .recipient()
+    }
+}
+
+/// Scripted answers often need a response type's default plus a few fields; this map keeps
+/// the per-broker request counts tests assert on readable.
+pub fn requests_per_broker(received: &[Received], api: ApiKey) -> HashMap<i32, usize> {
+    let mut counts = HashMap::new();
+    for r in received.iter().filter(|r| r.api == api) {
+        *counts.entry(r.node_id).or_insert(0) += 1;
+    }
+    counts
+}
