@@ -87,6 +87,7 @@ impl Storage {
 /// The watchdog. `$1` is the tansu binary, the rest are the arguments of `tansu broker`.
 /// The shell's exit status is tansu's, so `Child::try_wait` on the shell tells whether tansu runs.
 const WATCHDOG: &str = r#"
+exec 3<&0
 tansu="$1"
 shift
 "$tansu" broker "$@" </dev/null 3<&- &
@@ -212,7 +213,8 @@ impl TansuBroker {
     /// with all its partitions led by a broker.
     ///
     /// # Panics
-    /// If the command fails (its output is in the message) or the topic does not appear in time.
+    /// If the command fails (its output is in the message; tansu exits with 1 when the topic
+    /// already exists) or the topic does not appear in time.
     pub fn create_topic(&self, name: &str, partitions: i32) {
         let broker_url = format!("tcp://127.0.0.1:{}", self.port);
         let output = Command::new(&self.binary)
@@ -630,10 +632,13 @@ fn api_versions(addr: SocketAddr) -> Result<(), String> {
 }
 
 fn topic_metadata(addr: SocketAddr, topic: &str) -> Result<MetadataResponse, String> {
-    let request =
-        MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default()
-            .with_name(Some(TopicName(StrBytes::from_string(topic.to_owned()))))]));
-    round_trip(addr, ApiKey::Metadata, 1, &request)
+    let topic = MetadataRequestTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(topic.to_owned()))));
+    let request = MetadataRequest::default()
+        .with_allow_auto_topic_creation(false)
+        .with_topics(Some(vec![topic]));
+    // v4: the first version that can say "do not create the topic" (not flexible yet).
+    round_trip(addr, ApiKey::Metadata, 4, &request)
 }
 
 fn check_topic(meta: &MetadataResponse, name: &str, partitions: i32) -> Result<(), String> {
@@ -666,6 +671,17 @@ fn check_topic(meta: &MetadataResponse, name: &str, partitions: i32) -> Result<(
 mod tests {
     use super::*;
 
+    /// Whether a process exists and is not a zombie (Linux; elsewhere: assume gone).
+    fn alive(pid: u32) -> bool {
+        fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|stat| {
+                // "pid (comm) S ...": the state follows the last ')'.
+                let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+                !state.starts_with('Z') && !state.starts_with('X')
+            })
+            .unwrap_or(false)
+    }
+
     fn partitions(broker: &TansuBroker, topic: &str) -> usize {
         let meta = topic_metadata(broker.addr(), topic).expect("metadata");
         meta.topics
@@ -685,14 +701,20 @@ mod tests {
         broker.create_topic("fixture-topic", 3);
         assert_eq!(partitions(&broker, "fixture-topic"), 3);
 
+        // A client connection left open must not hold the broker up.
+        let idle_client = TcpStream::connect(broker.addr()).expect("connect");
         let pid = broker.pid().expect("tansu pid");
+        let stopping = Instant::now();
         broker.stop();
+        assert!(
+            stopping.elapsed() < STOP_GRACE,
+            "stop took {:?}: tansu ignored SIGINT and had to be killed",
+            stopping.elapsed()
+        );
+        drop(idle_client);
         assert!(!broker.is_running());
         assert!(!accepts_connections(broker.addr()));
-        assert!(
-            !Path::new(&format!("/proc/{pid}")).exists() || !cfg!(target_os = "linux"),
-            "tansu process {pid} still exists after stop"
-        );
+        assert!(!alive(pid), "tansu process {pid} still exists after stop");
         broker.stop(); // idempotent
 
         broker.start_again();
@@ -700,6 +722,7 @@ mod tests {
         assert!(broker.is_running());
         assert!(api_versions(broker.addr()).is_ok());
         // Memory storage starts empty again; creating the topic anew works.
+        assert_eq!(partitions(&broker, "fixture-topic"), 0);
         broker.create_topic("fixture-topic", 3);
         assert_eq!(partitions(&broker, "fixture-topic"), 3);
 
@@ -715,6 +738,7 @@ mod tests {
         broker.stop();
         broker.start_again();
         assert_eq!(partitions(&broker, "kept"), 2);
+        assert_eq!(partitions(&broker, "never-created"), 0);
     }
 
     #[test]
@@ -724,9 +748,7 @@ mod tests {
         let pid = broker.pid().expect("pid");
         drop(broker);
         assert!(!accepts_connections(addr));
-        if cfg!(target_os = "linux") {
-            assert!(!Path::new(&format!("/proc/{pid}")).exists());
-        }
+        assert!(!alive(pid), "tansu process {pid} still exists after drop");
     }
 
     #[test]
@@ -735,6 +757,7 @@ mod tests {
         // shell; here the fixture's pipe is closed without running terminate().
         let mut broker = TansuBroker::start(Storage::Memory);
         let addr = broker.addr();
+        let pid = broker.pid().expect("pid");
         let mut shell = broker.shell().take().expect("shell");
         broker.stdin = None; // EOF, as when the process dies
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -747,5 +770,6 @@ mod tests {
             assert!(Instant::now() < deadline, "port still open");
             thread::sleep(POLL);
         }
+        assert!(!alive(pid), "tansu process {pid} survived its watchdog");
     }
 }

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# THE test command: installs the tansu broker the integration tests use (once, into
+# ~/.cache/konsumer), then formatting check, clippy with warnings denied, and every test.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() {
+    local name="$1"
+    shift
+    local start end
+    start=$(date +%s)
+    printf '\n==> %s\n' "$name" >&2
+    "$@"
+    end=$(date +%s)
+    printf '<== %s: %d s\n' "$name" "$((end - start))" >&2
+}
+
+total_start=$(date +%s)
+
+install_tansu() {
+    local out
+    out="$(bash scripts/install-tansu.sh)"
+    KONSUMER_TANSU="$(printf '%s\n' "$out" | tail -n 1)"
+    export KONSUMER_TANSU
+    echo "KONSUMER_TANSU=$KONSUMER_TANSU" >&2
+}
+step "install tansu" install_tansu
+
+step "cargo fmt --check" cargo fmt --all -- --check
+step "cargo clippy" cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+if cargo nextest --version >/dev/null 2>&1; then
+    step "cargo nextest run" cargo nextest run --workspace --all-features --no-fail-fast
+    step "cargo test --doc" cargo test --workspace --all-features --doc
+else
+    step "cargo test" cargo test --workspace --all-features
+fi
+
+printf '\nall steps passed in %d s\n' "$(($(date +%s) - total_start))" >&2
