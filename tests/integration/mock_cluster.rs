@@ -16,7 +16,7 @@ use konsumer::kafka_protocol::protocol::StrBytes;
 use konsumer::protocol::{ApiKey, ApiVersionTable, ResponseKind};
 use konsumer::{ClientConfig, Error, KafkaCode};
 use konsumer_actors::cluster::ClusterExt;
-use konsumer_actors::messages::{CreateTopics, GetMetadata, NewTopic};
+use konsumer_actors::messages::{call, ConnectionFor, CreateTopics, GetMetadata, NewTopic};
 use konsumer_actors::testkit::{CapturedLog, MockCluster};
 use konsumer_actors::{Cluster, Purpose, Target};
 
@@ -82,6 +82,30 @@ async fn bootstraps_and_caches_metadata() {
         Err(Error::UnknownTopic { .. })
     ));
     assert_eq!(mock.count(ApiKey::Metadata), 1);
+
+    // A connection of its own for fetches from the leader of orders/1 (broker 2).
+    let (node, fetch_connection) = cluster
+        .send(ConnectionFor {
+            target: Target::Leader {
+                topic: "orders".into(),
+                partition: 1,
+            },
+            purpose: Purpose::Fetch,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(node, 2);
+    mock.script(
+        ApiKey::ListOffsets,
+        None,
+        Ok(list_offsets_answer("orders", 1, 0, 7)),
+    );
+    let answer = call(&fetch_connection, list_offsets("orders", 1))
+        .await
+        .unwrap();
+    assert_eq!(answer.topics[0].partitions[0].offset, 7);
+    assert_eq!(mock.received().last().map(|r| r.node_id), Some(2));
 }
 
 #[actix::test]

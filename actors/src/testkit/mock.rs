@@ -11,7 +11,7 @@
 //! encode + decode at that version.
 
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use actix::prelude::*;
@@ -340,14 +340,4 @@ impl Connector for MockConnector {
         .start()
         .recipient()
     }
-}
-
-/// Scripted answers often need a response type's default plus a few fields; this map keeps
-/// the per-broker request counts tests assert on readable.
-pub fn requests_per_broker(received: &[Received], api: ApiKey) -> HashMap<i32, usize> {
-    let mut counts = HashMap::new();
-    for r in received.iter().filter(|r| r.api == api) {
-        *counts.entry(r.node_id).or_insert(0) += 1;
-    }
-    counts
 }
