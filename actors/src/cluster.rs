@@ -235,7 +235,25 @@ impl Cluster {
             .clone()
     }
 
+    /// The broker and connection for `target`. When the metadata cannot place the target (no
+    /// leader, unknown broker), a refresh starts, so a retry soon after can succeed.
     fn resolve(
+        &mut self,
+        target: &Target,
+        purpose: Purpose,
+        ctx: &mut Context<Self>,
+    ) -> Result<(i32, Recipient<Call>), Error> {
+        let resolved = self.resolve_now(target, purpose);
+        if matches!(
+            resolved,
+            Err(Error::NoLeader { .. } | Error::UnknownBroker { .. })
+        ) {
+            self.refresh(None, ctx);
+        }
+        resolved
+    }
+
+    fn resolve_now(
         &mut self,
         target: &Target,
         purpose: Purpose,
@@ -454,14 +472,7 @@ impl Handler<ConnectionFor> for Cluster {
     type Result = Result<(i32, Recipient<Call>), Error>;
 
     fn handle(&mut self, msg: ConnectionFor, ctx: &mut Context<Self>) -> Self::Result {
-        let resolved = self.resolve(&msg.target, msg.purpose);
-        if matches!(
-            resolved,
-            Err(Error::NoLeader { .. } | Error::UnknownBroker { .. })
-        ) {
-            self.refresh(None, ctx);
-        }
-        resolved
+        self.resolve(&msg.target, msg.purpose, ctx)
     }
 }
 
@@ -469,13 +480,7 @@ impl Handler<Route> for Cluster {
     type Result = ResponseActFuture<Self, Result<Reply, Error>>;
 
     fn handle(&mut self, route: Route, ctx: &mut Context<Self>) -> Self::Result {
-        let resolved = self.resolve(&route.target, route.purpose);
-        if matches!(
-            resolved,
-            Err(Error::NoLeader { .. } | Error::UnknownBroker { .. })
-        ) {
-            self.refresh(None, ctx);
-        }
+        let resolved = self.resolve(&route.target, route.purpose, ctx);
         let call = route.call;
         let sending = async move {
             let (node, connection) = resolved?;

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix::Addr;
 use konsumer::kafka_protocol::messages::list_offsets_request::{
     ListOffsetsPartition, ListOffsetsTopic,
 };
@@ -18,7 +19,7 @@ use konsumer::{ClientConfig, Error, KafkaCode};
 use konsumer_actors::cluster::ClusterExt;
 use konsumer_actors::messages::{call, ConnectionFor, CreateTopics, GetMetadata, NewTopic};
 use konsumer_actors::testkit::{CapturedLog, MockCluster};
-use konsumer_actors::{Cluster, Purpose, Target};
+use konsumer_actors::{Cluster, ClusterMetadata, Purpose, Target};
 
 use crate::eventually;
 
@@ -34,6 +35,14 @@ fn config(bootstrap: &[&str]) -> Arc<ClientConfig> {
     let mut config = ClientConfig::new(bootstrap.iter().copied());
     config.bootstrap_timeout = Duration::from_secs(2);
     Arc::new(config)
+}
+
+async fn current_metadata(cluster: &Addr<Cluster>) -> Arc<ClusterMetadata> {
+    cluster
+        .send(GetMetadata { refresh: false })
+        .await
+        .expect("cluster alive")
+        .expect("metadata")
 }
 
 fn list_offsets(topic: &str, partition: i32) -> ListOffsetsRequest {
@@ -62,11 +71,7 @@ async fn bootstraps_and_caches_metadata() {
     let cluster = Cluster::connect_with(config(&["mock-1:9092"]), log, mock.connector())
         .await
         .expect("bootstrap");
-    let metadata = cluster
-        .send(GetMetadata { refresh: false })
-        .await
-        .unwrap()
-        .unwrap();
+    let metadata = current_metadata(&cluster).await;
     assert_eq!(metadata.brokers.len(), 2);
     assert_eq!(metadata.brokers[&2].address(), "mock-2:9092");
     assert_eq!(metadata.controller_id, Some(1));
@@ -115,11 +120,7 @@ async fn bootstrap_skips_an_address_with_no_broker() {
     let cluster = Cluster::connect_with(config(&["gone:1", "mock-2:9092"]), log, mock.connector())
         .await
         .expect("second bootstrap address answers");
-    let metadata = cluster
-        .send(GetMetadata { refresh: false })
-        .await
-        .unwrap()
-        .unwrap();
+    let metadata = current_metadata(&cluster).await;
     assert_eq!(metadata.brokers.len(), 2);
     assert_eq!(mock.received()[0].node_id, 2);
 }
@@ -250,11 +251,7 @@ async fn create_topics_waits_until_leaders_are_known() {
         .await
         .unwrap()
         .expect("created");
-    let metadata = cluster
-        .send(GetMetadata { refresh: false })
-        .await
-        .unwrap()
-        .unwrap();
+    let metadata = current_metadata(&cluster).await;
     assert_eq!(metadata.partition_count("events"), Some(4));
     assert!(metadata.topics["events"]
         .partitions
