@@ -607,11 +607,8 @@ impl Handler<Close> for Cluster {
 
     fn handle(&mut self, _: Close, ctx: &mut Context<Self>) {
         self.closed = true;
-        for (_, connection) in self.connections.drain() {
-            // Connections are recipients of `Call`; dropping them lets each one stop once no
-            // one else holds it.
-            drop(connection);
-        }
+        // Dropping our handles lets each connection stop once no one else holds it.
+        self.connections.clear();
         for waiter in self.refresh_waiters.drain(..) {
             let _ = waiter.send(Err(Error::Shutdown("cluster".into())));
         }

@@ -37,6 +37,15 @@ fn config(bootstrap: &[&str]) -> Arc<ClientConfig> {
     Arc::new(config)
 }
 
+/// A Cluster bootstrapped from broker 1 of `mock`, with its log.
+async fn connect(mock: &MockCluster) -> (Addr<Cluster>, CapturedLog) {
+    let (log, captured) = CapturedLog::new();
+    let cluster = Cluster::connect_with(config(&["mock-1:9092"]), log, mock.connector())
+        .await
+        .expect("bootstrap");
+    (cluster, captured)
+}
+
 async fn current_metadata(cluster: &Addr<Cluster>) -> Arc<ClusterMetadata> {
     cluster
         .send(GetMetadata { refresh: false })
@@ -67,10 +76,7 @@ fn list_offsets_answer(topic: &str, partition: i32, error: i16, offset: i64) -> 
 #[actix::test]
 async fn bootstraps_and_caches_metadata() {
     let mock = mock();
-    let (log, _) = CapturedLog::new();
-    let cluster = Cluster::connect_with(config(&["mock-1:9092"]), log, mock.connector())
-        .await
-        .expect("bootstrap");
+    let (cluster, _) = connect(&mock).await;
     let metadata = current_metadata(&cluster).await;
     assert_eq!(metadata.brokers.len(), 2);
     assert_eq!(metadata.brokers[&2].address(), "mock-2:9092");
@@ -128,15 +134,8 @@ async fn bootstrap_skips_an_address_with_no_broker() {
 #[actix::test]
 async fn not_leader_answer_refreshes_metadata_and_next_request_goes_to_new_leader() {
     let mock = mock();
-    let (log, captured) = CapturedLog::new();
-    let cluster = Cluster::connect_with(config(&["mock-1:9092"]), log, mock.connector())
-        .await
-        .unwrap();
-    let before = cluster
-        .send(GetMetadata { refresh: false })
-        .await
-        .unwrap()
-        .unwrap();
+    let (cluster, captured) = connect(&mock).await;
+    let before = current_metadata(&cluster).await;
     assert_eq!(before.leader("orders", 0).unwrap(), 1);
 
     // Broker 1 lost leadership of orders/0 to broker 2; our metadata does not know yet.
@@ -211,10 +210,7 @@ async fn broker_too_old_for_an_api_gives_an_error_naming_it() {
         (1, 0, 3),
         (18, 0, 3),
     ]));
-    let (log, _) = CapturedLog::new();
-    let cluster = Cluster::connect_with(config(&["mock-1:9092"]), log, mock.connector())
-        .await
-        .unwrap();
+    let (cluster, _) = connect(&mock).await;
     let err = cluster
         .request(Target::Broker(1), Purpose::Fetch, FetchRequest::default())
         .await
@@ -234,10 +230,7 @@ async fn broker_too_old_for_an_api_gives_an_error_naming_it() {
 #[actix::test]
 async fn create_topics_waits_until_leaders_are_known() {
     let mock = mock();
-    let (log, _) = CapturedLog::new();
-    let cluster = Cluster::connect_with(config(&["mock-1:9092"]), log, mock.connector())
-        .await
-        .unwrap();
+    let (cluster, _) = connect(&mock).await;
     let create = |name: &str| CreateTopics {
         topics: vec![NewTopic {
             name: name.into(),
