@@ -6,9 +6,11 @@
 //! I/O out of here lets the logic be tested exhaustively and benchmarked without a broker.
 
 pub mod backoff;
+pub mod compression;
 pub mod config;
 pub mod error;
 pub mod protocol;
+pub mod records;
 
 pub use backoff::Backoff;
 pub use config::ClientConfig;

@@ -1,0 +1,167 @@
+//! The LZ4 frame format, walked and checked here before lz4_flex decodes it.
+//!
+//! lz4_flex's `FrameDecoder` is a streaming reader and treats running out of input at a block
+//! boundary as a clean end of stream: any 4 bytes decode to nothing, a frame cut after a block or
+//! without its end mark decodes to a prefix, and bytes after the first frame are ignored. A record
+//! batch is exactly one frame, so [`check_frame`] walks the block structure first and rejects all
+//! of those as corrupt; lz4_flex then checks the header fields, checksums and block contents.
+
+use std::io::{Read, Write};
+
+use lz4_flex::frame::{BlockMode, BlockSize, FrameDecoder, FrameEncoder, FrameInfo};
+
+use super::{corrupt, read_bounded, Compression, CompressionError};
+
+const CODEC: Compression = Compression::Lz4;
+/// 0x184D2204 little-endian. The legacy (0x184C2102) and skippable frame magics are rejected:
+/// Kafka never writes them.
+const MAGIC: [u8; 4] = [0x04, 0x22, 0x4D, 0x18];
+/// Magic, FLG, BD, HC: the shortest frame header.
+const MIN_HEADER_LEN: usize = 7;
+/// Magic, FLG, BD, content size, dictionary id, HC.
+const MAX_HEADER_LEN: usize = 19;
+const FLG_VERSION_MASK: u8 = 0b1100_0000;
+const FLG_VERSION_01: u8 = 0b0100_0000;
+const FLG_BLOCK_CHECKSUMS: u8 = 0b0001_0000;
+const FLG_CONTENT_SIZE: u8 = 0b0000_1000;
+const FLG_CONTENT_CHECKSUM: u8 = 0b0000_0100;
+const FLG_DICTIONARY_ID: u8 = 0b0000_0001;
+/// Set in a block size when the block is stored uncompressed.
+const BLOCK_UNCOMPRESSED: u32 = 0x8000_0000;
+
+/// Writes one frame of independent 64 KiB blocks, without content size: the frame the Java
+/// client writes, which every Kafka consumer (and broker) version can read.
+pub(super) fn compress(input: &[u8], out: &mut Vec<u8>) -> Result<(), CompressionError> {
+    let info = FrameInfo::new()
+        .block_size(BlockSize::Max64KB)
+        .block_mode(BlockMode::Independent);
+    let mut encoder = FrameEncoder::with_frame_info(info, out);
+    encoder
+        .write_all(input)
+        .map_err(|e| compress_failed(e.to_string()))?;
+    encoder
+        .finish()
+        .map(|_| ())
+        .map_err(|e| compress_failed(e.to_string()))
+}
+
+pub(super) fn decompress(
+    input: &[u8],
+    limit: usize,
+    legacy_header_checksum: bool,
+) -> Result<Vec<u8>, CompressionError> {
+    let hc_pos = check_frame(input)?;
+    if legacy_header_checksum {
+        if let Some(header) = fixed_legacy_header(input, hc_pos)? {
+            let (header, rest) = (&header[..=hc_pos], &input[hc_pos + 1..]);
+            return read_bounded(CODEC, FrameDecoder::new(header.chain(rest)), limit);
+        }
+    }
+    read_bounded(CODEC, FrameDecoder::new(input), limit)
+}
+
+/// Checks that `input` is exactly one LZ4 frame whose blocks and trailer are all present, and
+/// returns the position of its header checksum byte (HC).
+fn check_frame(input: &[u8]) -> Result<usize, CompressionError> {
+    if input.len() < MIN_HEADER_LEN {
+        return Err(corrupt(
+            CODEC,
+            format!(
+                "{} bytes are too short for an LZ4 frame header",
+                input.len()
+            ),
+        ));
+    }
+    if input[..4] != MAGIC {
+        return Err(corrupt(
+            CODEC,
+            format!("not an LZ4 frame: magic {:02x?}", &input[..4]),
+        ));
+    }
+    let flg = input[4];
+    if flg & FLG_VERSION_MASK != FLG_VERSION_01 {
+        return Err(corrupt(
+            CODEC,
+            format!("unsupported LZ4 frame version bits in FLG {flg:#04x}"),
+        ));
+    }
+    let mut hc_pos = 6;
+    if flg & FLG_CONTENT_SIZE != 0 {
+        hc_pos += 8;
+    }
+    if flg & FLG_DICTIONARY_ID != 0 {
+        hc_pos += 4;
+    }
+    if input.len() <= hc_pos {
+        return Err(corrupt(CODEC, "truncated LZ4 frame descriptor"));
+    }
+    let block_checksum_len = if flg & FLG_BLOCK_CHECKSUMS != 0 { 4 } else { 0 };
+    let mut pos = hc_pos + 1;
+    loop {
+        let size = match input.get(pos..) {
+            Some([a, b, c, d, ..]) => u32::from_le_bytes([*a, *b, *c, *d]),
+            _ => return Err(corrupt(CODEC, "LZ4 frame ends without its end mark")),
+        };
+        pos += 4;
+        if size == 0 {
+            break;
+        }
+        let stored_len = (size & !BLOCK_UNCOMPRESSED) as usize;
+        pos = pos
+            .checked_add(stored_len + block_checksum_len)
+            .filter(|&end| end <= input.len())
+            .ok_or_else(|| corrupt(CODEC, "truncated LZ4 block"))?;
+    }
+    if flg & FLG_CONTENT_CHECKSUM != 0 {
+        pos += 4;
+        if pos > input.len() {
+            return Err(corrupt(CODEC, "truncated LZ4 content checksum"));
+        }
+    }
+    if pos < input.len() {
+        return Err(corrupt(
+            CODEC,
+            format!("{} bytes after the end of the LZ4 frame", input.len() - pos),
+        ));
+    }
+    Ok(hc_pos)
+}
+
+/// If the frame carries Kafka 0.8/0.9's broken header checksum, xxh32 over magic + descriptor
+/// instead of the descriptor alone, returns a copy of the header with the correct one.
+/// Otherwise (correct or simply wrong) the frame goes to lz4_flex as it is, to be judged there.
+fn fixed_legacy_header(
+    input: &[u8],
+    hc_pos: usize,
+) -> Result<Option<[u8; MAX_HEADER_LEN]>, CompressionError> {
+    let (Some(with_magic), Some(&hc)) = (input.get(..hc_pos), input.get(hc_pos)) else {
+        return Err(corrupt(CODEC, "truncated LZ4 frame descriptor"));
+    };
+    if hc != header_checksum(with_magic) {
+        return Ok(None);
+    }
+    let mut header = [0u8; MAX_HEADER_LEN];
+    let copy = header
+        .get_mut(..=hc_pos)
+        .ok_or_else(|| corrupt(CODEC, "LZ4 frame descriptor too long"))?;
+    copy.copy_from_slice(&input[..=hc_pos]);
+    copy[hc_pos] = header_checksum(&with_magic[MAGIC.len()..]);
+    Ok(Some(header))
+}
+
+/// The frame format's HC byte: the second byte of xxh32 (seed 0) of the given header bytes.
+pub(super) fn header_checksum(bytes: &[u8]) -> u8 {
+    (xxh32(bytes) >> 8) as u8
+}
+
+/// xxh32 with seed 0. twox-hash is the crate lz4_flex itself uses, so it costs no extra build.
+pub(super) fn xxh32(data: &[u8]) -> u32 {
+    twox_hash::XxHash32::oneshot(0, data)
+}
+
+fn compress_failed(detail: String) -> CompressionError {
+    CompressionError::Compress {
+        codec: CODEC,
+        detail,
+    }
+}
