@@ -188,6 +188,11 @@ pub enum Error {
     /// The component is shutting down (or has stopped) and cannot take the request.
     #[error("{0} is shut down")]
     Shutdown(String),
+
+    /// Fetched record data that cannot be decoded (corrupt, truncated inside a batch, bad
+    /// compression), or a batch that cannot be encoded. Says which topic, partition and batch.
+    #[error("{0}")]
+    Records(Box<crate::records::RecordsError>),
 }
 
 impl Error {
@@ -210,7 +215,8 @@ impl Error {
             | Error::Bootstrap { .. }
             | Error::UnknownTopic { .. }
             | Error::Config { .. }
-            | Error::Shutdown(_) => false,
+            | Error::Shutdown(_)
+            | Error::Records(_) => false,
         }
     }
 

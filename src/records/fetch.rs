@@ -1,0 +1,138 @@
+//! From one partition's fetched record set to the records a consumer should see.
+
+use bytes::Bytes;
+
+use super::batch::{ControlType, RecordSetReader};
+use super::error::RecordsError;
+use super::record::Record;
+use super::DecodeOptions;
+
+/// Kafka's isolation levels for fetching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Everything up to the high-water mark, aborted transactions included.
+    #[default]
+    ReadUncommitted,
+    /// Up to the last stable offset, without records of aborted transactions.
+    ReadCommitted,
+}
+
+/// An entry of a fetch response's aborted-transactions list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTransaction {
+    pub producer_id: i64,
+    pub first_offset: i64,
+}
+
+/// What was asked for one partition, as needed to interpret the answer.
+#[derive(Debug, Clone, Copy)]
+pub struct PartitionFetch<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    /// The fetch request's offset: records below it (the broker returns whole batches) are
+    /// skipped.
+    pub fetch_offset: i64,
+    pub isolation: Isolation,
+    /// From the fetch response; only used with [`Isolation::ReadCommitted`].
+    pub aborted_transactions: &'a [AbortedTransaction],
+}
+
+/// The outcome of decoding one partition's record set.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FetchedRecords {
+    /// Data records at or above the fetch offset, in offset order.
+    pub records: Vec<Record>,
+    /// Where the next fetch starts: one past the last complete batch that was read, whether its
+    /// records were delivered or skipped (control markers, aborted transactions, compacted gaps).
+    /// The fetch offset itself when no complete batch came back.
+    pub next_offset: i64,
+    /// The set ended in an incomplete batch, which was dropped (normal: the broker cuts responses
+    /// at the size limit). Truncated with no complete batch at all means the fetch size is too
+    /// small for the next batch.
+    pub truncated: bool,
+    /// Complete batches read (including skipped ones).
+    pub batches: usize,
+    pub skipped_control_batches: usize,
+    pub skipped_aborted_batches: usize,
+    /// A batch that could not be decoded. Everything before it is in `records` and counted in
+    /// `next_offset`, so fetching again reaches the same batch: the caller decides (stop the
+    /// partition, report, or skip past it on purpose).
+    pub error: Option<RecordsError>,
+}
+
+/// Decodes a partition's record set the way a consumer must: see [`FetchedRecords`].
+pub fn decode_fetched(
+    set: Bytes,
+    fetch: &PartitionFetch<'_>,
+    options: &DecodeOptions,
+) -> FetchedRecords {
+    let mut result = FetchedRecords {
+        next_offset: fetch.fetch_offset,
+        ..FetchedRecords::default()
+    };
+    let mut reader = RecordSetReader::new(set, options.clone());
+    let read_committed = fetch.isolation == Isolation::ReadCommitted;
+    let mut aborted = Vec::new();
+    if read_committed && !fetch.aborted_transactions.is_empty() {
+        aborted.extend_from_slice(fetch.aborted_transactions);
+        aborted.sort_by_key(|t| t.first_offset);
+    }
+    let mut next_aborted = 0;
+    // Producers whose transaction is open and known to be aborted at this point of the log.
+    let mut aborting: Vec<i64> = Vec::new();
+
+    while let Some(batch) = reader.next_batch() {
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(e) => {
+                result.error = Some(e.at(fetch.topic, fetch.partition));
+                break;
+            }
+        };
+        result.batches += 1;
+        let header = &batch.header;
+        let after = header.last_offset().wrapping_add(1);
+
+        if read_committed && header.producer_id >= 0 {
+            while let Some(t) = aborted.get(next_aborted) {
+                if t.first_offset > header.last_offset() {
+                    break;
+                }
+                if !aborting.contains(&t.producer_id) {
+                    aborting.push(t.producer_id);
+                }
+                next_aborted += 1;
+            }
+            if header.is_control() {
+                match batch.control_type(options) {
+                    Ok(Some(ControlType::Abort)) => {
+                        aborting.retain(|&id| id != header.producer_id);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        result.error = Some(e.at(fetch.topic, fetch.partition));
+                        break;
+                    }
+                }
+            } else if header.is_transactional() && aborting.contains(&header.producer_id) {
+                result.skipped_aborted_batches += 1;
+                result.next_offset = result.next_offset.max(after);
+                continue;
+            }
+        }
+        if header.is_control() {
+            result.skipped_control_batches += 1;
+            result.next_offset = result.next_offset.max(after);
+            continue;
+        }
+        if header.last_offset() >= fetch.fetch_offset {
+            if let Err(e) = batch.decode_from(options, fetch.fetch_offset, &mut result.records) {
+                result.error = Some(e.at(fetch.topic, fetch.partition));
+                break;
+            }
+        }
+        result.next_offset = result.next_offset.max(after);
+    }
+    result.truncated = reader.truncated();
+    result
+}
