@@ -2,10 +2,14 @@
 //! - `mock_cluster`: the Cluster actor against mocked broker actors (no network).
 //! - `bad_input`: misbehaving TCP servers and unreachable brokers.
 //! - `real_broker`: a real broker (tansu) started by the test itself.
+//! - `peer_records`: record sets written by librdkafka and kafka-python, captured as fixtures.
+//! - `records_fixtures`: the record decoder on those fixtures and on librdkafka batches live.
 
 mod bad_input;
 mod mock_cluster;
+mod peer_records;
 mod real_broker;
+mod records_fixtures;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
