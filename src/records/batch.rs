@@ -4,7 +4,7 @@ use bytes::Bytes;
 
 use super::error::{RecordsError, RecordsErrorKind};
 use super::legacy;
-use super::record::{Headers, Record, TimestampType};
+use super::record::{validate_headers, Record, Span, TimestampType};
 use super::varint::{Bad, Reader};
 use super::DecodeOptions;
 use crate::compression::{self, Compression};
@@ -164,7 +164,7 @@ impl Batch {
         }
         let mut records = Vec::with_capacity(1);
         self.decode_into(options, &mut records)?;
-        let key = records.first().and_then(|r| r.key.as_ref());
+        let key = records.first().and_then(|r| r.key());
         match key {
             Some(key) if key.len() >= 4 => {
                 let kind = i16::from_be_bytes([key[2], key[3]]);
@@ -323,6 +323,29 @@ impl Iterator for RecordSetReader {
     }
 }
 
+/// A guess at how many records a record set holds, from its v2 batch headers alone, so the
+/// caller can size its `Vec` once: growing a vector of a few thousand records by doubling copies
+/// it over and over, which showed up as a third of the decode time. Bounded by the set's size, so
+/// garbage cannot make it allocate much.
+pub(crate) fn record_count_hint(set: &[u8]) -> usize {
+    let mut pos = 0;
+    let mut total = 0usize;
+    while let Some(header) = set.get(pos..pos + V2_HEADER_SIZE) {
+        let length = i32::from_be_bytes([header[8], header[9], header[10], header[11]]);
+        let Ok(length) = usize::try_from(length) else {
+            break;
+        };
+        let count = if header[16] == 2 {
+            i32::from_be_bytes([header[57], header[58], header[59], header[60]])
+        } else {
+            1
+        };
+        total = total.saturating_add(usize::try_from(count).unwrap_or(0));
+        pos = pos.saturating_add(length).saturating_add(LOG_OVERHEAD);
+    }
+    total.min(set.len() / 4)
+}
+
 fn parse_v2_header(
     raw: &[u8],
     base_offset: i64,
@@ -411,14 +434,15 @@ fn decode_v2_records(
         })();
         let (timestamp_delta, offset_delta, key, value, header_count) =
             fields.map_err(|bad| (bad, at))?;
-        let headers = if header_count == 0 {
+        let (headers, header_count) = if header_count == 0 {
             if r.pos != record_end {
                 return Err(("record length does not match its fields", at));
             }
-            Headers::default()
+            (Span::EMPTY, 0)
         } else {
-            Headers::validate(data, r.pos, record_end, header_count).map_err(|bad| (bad, at))?;
-            Headers::from_validated(buf.slice(r.pos..record_end), header_count as u32)
+            let count =
+                validate_headers(data, r.pos, record_end, header_count).map_err(|bad| (bad, at))?;
+            (Span::of(r.pos..record_end), count)
         };
         reader.pos = record_end;
         let offset = header.base_offset.wrapping_add(i64::from(offset_delta));
@@ -433,8 +457,10 @@ fn decode_v2_records(
                 header.first_timestamp.wrapping_add(timestamp_delta)
             },
             timestamp_type,
-            key: key.map(|range| buf.slice(range)),
-            value: value.map(|range| buf.slice(range)),
+            header_count,
+            buf: buf.clone(),
+            key: Span::of_option(key),
+            value: Span::of_option(value),
             headers,
         });
     }

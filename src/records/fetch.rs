@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::batch::{ControlType, RecordSetReader};
+use super::batch::{record_count_hint, ControlType, RecordSetReader};
 use super::error::RecordsError;
 use super::record::Record;
 use super::DecodeOptions;
@@ -67,6 +67,7 @@ pub fn decode_fetched(
     options: &DecodeOptions,
 ) -> FetchedRecords {
     let mut result = FetchedRecords {
+        records: Vec::with_capacity(record_count_hint(&set)),
         next_offset: fetch.fetch_offset,
         ..FetchedRecords::default()
     };

@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use super::batch::{BatchHeader, LOG_OVERHEAD};
 use super::error::RecordsErrorKind;
-use super::record::{Headers, Record, TimestampType};
+use super::record::{Record, Span, TimestampType};
 use super::varint::{Bad, Reader};
 use super::DecodeOptions;
 use crate::compression::{self, Compression};
@@ -116,9 +116,11 @@ pub(crate) fn decode_message(
                 offset: header.base_offset,
                 timestamp: header.first_timestamp,
                 timestamp_type: header.timestamp_type(),
-                key: key.map(|range| raw.slice(range)),
-                value: value.map(|range| raw.slice(range)),
-                headers: Headers::default(),
+                header_count: 0,
+                buf: raw.clone(),
+                key: Span::of_option(key),
+                value: Span::of_option(value),
+                headers: Span::EMPTY,
             });
         }
         return Ok(());
@@ -185,7 +187,7 @@ fn decode_inner(
             .and_then(|p| p.checked_add(size))
             .filter(|&end| end <= data.len())
             .ok_or(bad("inner message runs past its wrapper"))?;
-        let message = inner.slice(pos..end);
+        let message = &data[pos..end];
         if message.len() < 17 {
             return Err(bad("inner message too short to hold a magic byte"));
         }
@@ -193,8 +195,7 @@ fn decode_inner(
         if magic != 0 && magic != 1 {
             return Err(RecordsErrorKind::UnsupportedMagic(magic));
         }
-        let header =
-            parse_header(&message, offset, size as i32, magic).map_err(|(kind, _)| kind)?;
+        let header = parse_header(message, offset, size as i32, magic).map_err(|(kind, _)| kind)?;
         if options.verify_crc {
             let computed = crc32fast::hash(&message[CRC_START..]);
             if computed != header.crc {
@@ -208,7 +209,7 @@ fn decode_inner(
         if header.attributes & ATTR_CODEC_MASK != 0 {
             return Err(bad("compressed message inside a compressed message"));
         }
-        let (key, value) = key_value(&message, magic).map_err(bad)?;
+        let (key, value) = key_value(message, magic).map_err(bad)?;
         let (timestamp, timestamp_type) = if magic == 0 {
             (-1, TimestampType::NoTimestamp)
         } else if wrapper.attributes & ATTR_LOG_APPEND_TIME != 0 {
@@ -220,9 +221,11 @@ fn decode_inner(
             offset,
             timestamp,
             timestamp_type,
-            key: key.map(|range| message.slice(range)),
-            value: value.map(|range| message.slice(range)),
-            headers: Headers::default(),
+            header_count: 0,
+            buf: inner.clone(),
+            key: Span::of_option(key.map(|r| r.start + pos..r.end + pos)),
+            value: Span::of_option(value.map(|r| r.start + pos..r.end + pos)),
+            headers: Span::EMPTY,
         });
         pos = end;
     }

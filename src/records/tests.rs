@@ -61,10 +61,10 @@ fn check_record(record: &Record, base_offset: i64, s: &Spec) {
     assert_eq!(record.offset, base_offset + i64::from(s.offset_delta));
     assert_eq!(record.timestamp, s.timestamp);
     assert_eq!(record.timestamp_type, TimestampType::CreateTime);
-    assert_eq!(record.key.as_deref(), s.key.as_deref());
-    assert_eq!(record.value.as_deref(), s.value.as_deref());
+    assert_eq!(record.key(), s.key.as_deref());
+    assert_eq!(record.value(), s.value.as_deref());
     let headers: Vec<(String, Option<Vec<u8>>)> = record
-        .headers
+        .headers()
         .iter()
         .map(|h| {
             (
@@ -171,10 +171,19 @@ fn uncompressed_records_slice_the_fetch_buffer() {
     let range = batch.as_ptr_range();
     let records = decode_all(batch.clone(), &options()).unwrap();
     for record in &records {
-        for part in [&record.key, &record.value].into_iter().flatten() {
+        for part in [record.key(), record.value()].into_iter().flatten() {
             assert!(range.contains(&part.as_ptr()), "not a slice of the input");
         }
-        for header in record.headers.iter() {
+        for part in [record.key_bytes(), record.value_bytes()]
+            .into_iter()
+            .flatten()
+        {
+            assert!(
+                range.contains(&part.as_ptr()),
+                "Bytes copied instead of shared"
+            );
+        }
+        for header in record.headers().iter() {
             assert!(range.contains(&header.key.as_ptr()));
         }
     }
@@ -186,7 +195,7 @@ fn compressed_batch_records_share_one_buffer() {
     let batch = build(0, Compression::Lz4, &specs);
     let input = batch.as_ptr_range();
     let records = decode_all(batch.clone(), &options()).unwrap();
-    let values: Vec<&Bytes> = records.iter().filter_map(|r| r.value.as_ref()).collect();
+    let values: Vec<&[u8]> = records.iter().filter_map(|r| r.value()).collect();
     let lowest = values.iter().map(|v| v.as_ptr() as usize).min().unwrap();
     let highest = values
         .iter()
@@ -304,7 +313,7 @@ fn control_batches_are_never_data_and_aborted_transactions_are_skipped() {
     let values = |got: &FetchedRecords| -> Vec<String> {
         got.records
             .iter()
-            .map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap())
+            .map(|r| String::from_utf8(r.value().unwrap().to_vec()).unwrap())
             .collect()
     };
 
@@ -541,18 +550,18 @@ fn legacy_plain_messages_decode_with_their_timestamps() {
         (r[0].offset, r[0].timestamp, r[0].timestamp_type),
         (5, -1, TimestampType::NoTimestamp)
     );
-    assert_eq!(r[0].key.as_deref(), Some(&b"k0"[..]));
+    assert_eq!(r[0].key(), Some(&b"k0"[..]));
     assert_eq!(
         (r[1].timestamp, r[1].timestamp_type),
         (1234, TimestampType::CreateTime)
     );
-    assert_eq!(r[1].key, None);
+    assert_eq!(r[1].key(), None);
     assert_eq!(
         (r[2].timestamp, r[2].timestamp_type),
         (4321, TimestampType::LogAppendTime)
     );
-    assert_eq!(r[2].value, None);
-    assert!(r.iter().all(|r| r.headers.is_empty()));
+    assert_eq!(r[2].value(), None);
+    assert!(r.iter().all(|r| r.headers().is_empty()));
     assert_eq!(got.next_offset, 8);
 }
 
@@ -572,7 +581,7 @@ fn legacy_compressed_wrappers_give_absolute_offsets() {
             );
             assert_eq!(got.next_offset, 20);
             let first = &got.records[0];
-            assert_eq!(first.key.as_deref(), Some(&b"k2"[..]));
+            assert_eq!(first.key(), Some(&b"k2"[..]));
             if magic == 1 {
                 assert_eq!(first.timestamp, 102);
                 // The second wrapper is LogAppendTime: its records take the wrapper's time.
@@ -728,12 +737,12 @@ proptest! {
         for (ours, theirs) in records.iter().zip(&theirs) {
             prop_assert_eq!(ours.offset, theirs.offset);
             prop_assert_eq!(ours.timestamp, theirs.timestamp);
-            prop_assert_eq!(&ours.key, &theirs.key);
-            prop_assert_eq!(&ours.value, &theirs.value);
-            let headers: Vec<(String, Option<Bytes>)> = ours.headers.iter()
+            prop_assert_eq!(ours.key(), theirs.key.as_deref());
+            prop_assert_eq!(ours.value(), theirs.value.as_deref());
+            let headers: Vec<(String, Option<&[u8]>)> = ours.headers().iter()
                 .map(|h| (h.key_str().unwrap().to_owned(), h.value)).collect();
-            let expected: Vec<(String, Option<Bytes>)> = theirs.headers.iter()
-                .map(|(k, v)| (k.to_string(), v.clone())).collect();
+            let expected: Vec<(String, Option<&[u8]>)> = theirs.headers.iter()
+                .map(|(k, v)| (k.to_string(), v.as_deref())).collect();
             prop_assert_eq!(headers, expected);
         }
     }
@@ -790,7 +799,7 @@ fn decode_everything(set: Bytes, verify_crc: bool) {
         );
         assert!(got.next_offset >= 0, "position moved backwards");
         for record in &got.records {
-            let _ = record.headers.iter().count();
+            let _ = record.headers().iter().count();
         }
     }
     let _ = decode_all(set, &options);

@@ -74,10 +74,10 @@ fn as_line(record: &Record) -> Line {
     Line {
         offset: record.offset,
         timestamp: record.timestamp,
-        key: record.key.as_ref().map(|b| b.to_vec()),
-        value: record.value.as_ref().map(|b| b.to_vec()),
+        key: record.key().map(|b| b.to_vec()),
+        value: record.value().map(|b| b.to_vec()),
         headers: record
-            .headers
+            .headers()
             .iter()
             .map(|h| {
                 (
@@ -203,14 +203,10 @@ async fn librdkafka_batches_fetched_live_decode_exactly() {
             let want = expected_record(i);
             assert_eq!(record.offset, i as i64, "{codec}");
             assert_eq!(record.timestamp, want.timestamp, "{codec} {i}");
-            assert_eq!(record.key.as_deref(), want.key.as_deref(), "{codec} {i}");
-            assert_eq!(
-                record.value.as_deref(),
-                want.value.as_deref(),
-                "{codec} {i}"
-            );
+            assert_eq!(record.key(), want.key.as_deref(), "{codec} {i}");
+            assert_eq!(record.value(), want.value.as_deref(), "{codec} {i}");
             let headers: Vec<(String, Option<Vec<u8>>)> = record
-                .headers
+                .headers()
                 .iter()
                 .map(|h| (h.key_str().unwrap().to_owned(), h.value.map(|v| v.to_vec())))
                 .collect();
