@@ -145,7 +145,7 @@ impl Batch {
         let inflated = compression::decompress(
             codec,
             &self.raw[V2_HEADER_SIZE..],
-            options.max_decompressed_bytes,
+            options.decompression_limit(),
         )
         .map_err(|e| self.error(RecordsErrorKind::Compression(e), V2_HEADER_SIZE))?;
         // Positions inside decompressed data mean nothing in the record set: report the start
@@ -328,9 +328,12 @@ impl Iterator for RecordSetReader {
 /// it over and over, which showed up as a third of the decode time. Bounded by the set's size, so
 /// garbage cannot make it allocate much.
 pub(crate) fn record_count_hint(set: &[u8]) -> usize {
-    let mut pos = 0;
+    let mut pos = 0usize;
     let mut total = 0usize;
-    while let Some(header) = set.get(pos..pos + V2_HEADER_SIZE) {
+    while let Some(header) = pos
+        .checked_add(V2_HEADER_SIZE)
+        .and_then(|end| set.get(pos..end))
+    {
         let length = i32::from_be_bytes([header[8], header[9], header[10], header[11]]);
         let Ok(length) = usize::try_from(length) else {
             break;

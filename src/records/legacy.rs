@@ -131,7 +131,7 @@ pub(crate) fn decode_message(
         key_at,
     ))?;
     let value_at = value.start;
-    let limit = options.max_decompressed_bytes;
+    let limit = options.decompression_limit();
     let inflated = if header.magic == 0 {
         // Magic-0 LZ4 was written with a wrong frame header checksum; this variant accepts it.
         compression::decompress_legacy_v0(codec, &raw[value], limit)

@@ -61,6 +61,14 @@ impl Default for DecodeOptions {
     }
 }
 
+impl DecodeOptions {
+    /// The limit actually applied: records address their buffer with u32 positions, so no
+    /// decompressed buffer may exceed 4 GiB whatever the configuration says.
+    pub(crate) fn decompression_limit(&self) -> usize {
+        self.max_decompressed_bytes.min(u32::MAX as usize)
+    }
+}
+
 /// Decodes every record of every complete batch in `set` (no filtering), in order. A
 /// convenience for tests and tools; consumers use [`decode_fetched`].
 pub fn decode_all(set: Bytes, options: &DecodeOptions) -> Result<Vec<Record>, RecordsError> {
