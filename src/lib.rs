@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod compression;
 pub mod config;
 pub mod error;
+pub mod partitioner;
 pub mod protocol;
 pub mod records;
 
