@@ -18,8 +18,8 @@ pub(crate) const V2_CRC_START: usize = 21;
 /// The smallest possible record: seven one-byte varints/fields.
 const MIN_RECORD_SIZE: usize = 7;
 
-const ATTR_CODEC_MASK: i16 = 0x07;
-const ATTR_LOG_APPEND_TIME: i16 = 0x08;
+pub(crate) const ATTR_CODEC_MASK: i16 = 0x07;
+pub(crate) const ATTR_LOG_APPEND_TIME: i16 = 0x08;
 const ATTR_TRANSACTIONAL: i16 = 0x10;
 const ATTR_CONTROL: i16 = 0x20;
 const ATTR_DELETE_HORIZON: i16 = 0x40;

@@ -10,7 +10,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-use super::batch::{BatchHeader, LOG_OVERHEAD};
+use super::batch::{BatchHeader, ATTR_CODEC_MASK, ATTR_LOG_APPEND_TIME, LOG_OVERHEAD};
 use super::error::RecordsErrorKind;
 use super::record::{Record, Span, TimestampType};
 use super::varint::{Bad, Reader};
@@ -19,8 +19,6 @@ use crate::compression::{self, Compression};
 
 /// Where the CRC-covered part of a legacy message starts (the magic byte).
 pub(crate) const CRC_START: usize = 16;
-const ATTR_CODEC_MASK: i16 = 0x07;
-const ATTR_LOG_APPEND_TIME: i16 = 0x08;
 
 type Failure = (RecordsErrorKind, usize);
 
