@@ -435,6 +435,31 @@ async fn python(args: Vec<String>) -> Result<String, String> {
     }
 }
 
+/// `produce_fixtures.py produce`: the generated records to `topic` with kafka-python, as RecordBatch
+/// v2, or as a legacy MessageSet when `api_version` names an old broker.
+async fn python_produce(
+    bootstrap: &str,
+    topic: &str,
+    codec: &str,
+    api_version: Option<&str>,
+) -> Result<String, String> {
+    let mut args: Vec<String> = [
+        "produce",
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+        "--codec",
+        codec,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    if let Some(version) = api_version {
+        args.extend(["--api-version".to_owned(), version.to_owned()]);
+    }
+    python(args).await
+}
+
 fn capture_dir() -> PathBuf {
     let dir = std::env::var_os("KONSUMER_CAPTURE_DIR")
         .expect("set KONSUMER_CAPTURE_DIR (scripts/capture-fixtures.sh does)");
@@ -502,17 +527,9 @@ async fn capture_record_fixtures() {
     for codec in CODECS {
         let name = format!("kafka-python-{codec}");
         broker.create_topic(&name, 1);
-        let produced = python(vec![
-            "produce".into(),
-            "--bootstrap".into(),
-            bootstrap.clone(),
-            "--topic".into(),
-            name.clone(),
-            "--codec".into(),
-            codec.into(),
-        ])
-        .await
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let produced = python_produce(&bootstrap, &name, codec, None)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let fetched = fetch_all(&cluster, &name, RECORDS).await;
         assert!(fetched.entries.iter().all(|e| e.magic == 2), "{name}");
         let how = format!(
@@ -534,18 +551,7 @@ async fn capture_record_fixtures() {
         for codec in LEGACY_CODECS {
             let name = format!("kafka-python-magic{magic}-{codec}");
             broker.create_topic(&name, 1);
-            let produced = python(vec![
-                "produce".into(),
-                "--bootstrap".into(),
-                bootstrap.clone(),
-                "--topic".into(),
-                name.clone(),
-                "--codec".into(),
-                codec.into(),
-                "--api-version".into(),
-                api_version.into(),
-            ])
-            .await;
+            let produced = python_produce(&bootstrap, &name, codec, Some(api_version)).await;
             let refused = match produced {
                 Ok(said) => {
                     let fetched = fetch_all(&cluster, &name, RECORDS).await;
