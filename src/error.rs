@@ -189,6 +189,26 @@ pub enum Error {
     #[error("{0} is shut down")]
     Shutdown(String),
 
+    /// A record that can never be sent: its encoded size exceeds what one request may carry
+    /// (`max_request_size`), or the broker refused its batch as too large.
+    #[error("record of {size} bytes is larger than the limit of {max} bytes")]
+    RecordTooLarge { size: usize, max: usize },
+
+    /// The producer already buffers as much as it may (`max_buffered_bytes`): the record was
+    /// not taken. Try again once earlier records are delivered (or raise the limit).
+    #[error("producer buffer is full: {buffered} bytes waiting, limit {max} bytes")]
+    QueueFull { buffered: usize, max: usize },
+
+    /// A produced record was not acknowledged within the delivery timeout, across `attempts`
+    /// send attempts (0: it never found a leader to be sent to).
+    #[error("record not delivered within {after:?} after {attempts} attempt(s){}",
+        last_error.as_ref().map(|e| format!("; last error: {e}")).unwrap_or_default())]
+    DeliveryTimeout {
+        after: Duration,
+        attempts: u32,
+        last_error: Option<String>,
+    },
+
     /// Fetched record data that cannot be decoded (corrupt, truncated inside a batch, bad
     /// compression), or a batch that cannot be encoded. Says which topic, partition and batch.
     #[error("{0}")]
@@ -216,6 +236,9 @@ impl Error {
             | Error::UnknownTopic { .. }
             | Error::Config { .. }
             | Error::Shutdown(_)
+            | Error::RecordTooLarge { .. }
+            | Error::QueueFull { .. }
+            | Error::DeliveryTimeout { .. }
             | Error::Records(_) => false,
         }
     }

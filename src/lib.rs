@@ -10,6 +10,7 @@ pub mod compression;
 pub mod config;
 pub mod error;
 pub mod partitioner;
+pub mod producer;
 pub mod protocol;
 pub mod records;
 
