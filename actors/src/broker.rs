@@ -17,6 +17,9 @@
 //! the connection is closed. Waiting rather than failing fast lets a short broker restart pass
 //! unnoticed by callers.
 //!
+//! A Produce request with `acks=0` gets no answer from the broker: it completes as soon as it is
+//! written, with an empty `ProduceResponse`, and is never registered as in flight.
+//!
 //! Writes are cancellation-safe: a request is written whole or not at all, because only the
 //! writer task touches the socket and a caller that gives up merely drops its answer channel.
 
@@ -31,7 +34,7 @@ use futures_util::StreamExt;
 use konsumer::protocol::codec::ProbeStep;
 use konsumer::protocol::{
     decode_response, encode_request, peek_correlation_id, ApiKey, ApiVersionTable,
-    ApiVersionsProbe, FrameDecoder, FrameError, RequestKind,
+    ApiVersionsProbe, FrameDecoder, FrameError, RequestKind, ResponseKind,
 };
 use konsumer::{ClientConfig, Error};
 use slog::{debug, info, o, warn, Logger};
@@ -70,7 +73,7 @@ pub struct BrokerConnection {
 }
 
 struct Link {
-    writer: mpsc::UnboundedSender<Bytes>,
+    writer: mpsc::UnboundedSender<Outgoing>,
     versions: Arc<ApiVersionTable>,
 }
 
@@ -91,11 +94,23 @@ struct InFlight {
     reply: Option<oneshot::Sender<Result<RawReply, Error>>>,
 }
 
-/// An undecoded response; the caller's future decodes it.
-struct RawReply {
-    api_key: ApiKey,
-    version: i16,
+/// What a request's caller gets from the connection.
+enum RawReply {
+    /// An undecoded response; the caller's future decodes it.
+    Frame {
+        api_key: ApiKey,
+        version: i16,
+        frame: Bytes,
+    },
+    /// A request the broker does not answer (Produce with acks=0) was written whole.
+    Written { version: i16 },
+}
+
+/// One request frame for the writer task.
+struct Outgoing {
     frame: Bytes,
+    /// For a request without an answer: whom to tell once the frame is written.
+    written: Option<(oneshot::Sender<Result<RawReply, Error>>, i16)>,
 }
 
 impl BrokerConnection {
@@ -168,6 +183,7 @@ impl BrokerConnection {
             frames,
             generation,
             ctx.address().downgrade(),
+            self.address.clone(),
         ));
         let decoder = FrameCodec(FrameDecoder::new(self.config.max_response_bytes));
         ctx.add_stream(FramedRead::new(read, decoder).map(move |item| (generation, item)));
@@ -205,17 +221,8 @@ impl BrokerConnection {
                 return;
             }
         };
-        if let RequestKind::Produce(produce) = waiting.call.request() {
-            if produce.acks == 0 {
-                // With acks=0 the broker never answers; the producer issue will give such
-                // requests their own path. Refuse rather than wait for an answer forever.
-                let _ = waiting.reply.send(Err(Error::Config {
-                    field: "acks",
-                    detail: "acks=0 requests are not supported by BrokerConnection yet".into(),
-                }));
-                return;
-            }
-        }
+        // With acks=0 the broker never answers: the request is done once it is written.
+        let unanswered = matches!(waiting.call.request(), RequestKind::Produce(p) if p.acks == 0);
         let mut correlation_id = self.next_correlation_id;
         while self.in_flight.contains_key(&correlation_id) {
             correlation_id = correlation_id.wrapping_add(1);
@@ -234,6 +241,23 @@ impl BrokerConnection {
                 return;
             }
         };
+        if unanswered {
+            let outgoing = Outgoing {
+                frame,
+                written: Some((waiting.reply, version)),
+            };
+            if let Err(mpsc::error::SendError(outgoing)) = link.writer.send(outgoing) {
+                let error = Error::ConnectionClosed {
+                    broker: self.address.clone(),
+                    detail: "(writer stopped)".into(),
+                };
+                if let Some((reply, _)) = outgoing.written {
+                    let _ = reply.send(Err(error.clone()));
+                }
+                self.fail_link(error, ctx);
+            }
+            return;
+        }
         // Registered before the write, so a fast answer always finds its waiter.
         self.in_flight.insert(
             correlation_id,
@@ -245,7 +269,11 @@ impl BrokerConnection {
                 reply: Some(waiting.reply),
             },
         );
-        if link.writer.send(frame).is_err() {
+        let outgoing = Outgoing {
+            frame,
+            written: None,
+        };
+        if link.writer.send(outgoing).is_err() {
             self.fail_link(
                 Error::ConnectionClosed {
                     broker: self.address.clone(),
@@ -269,7 +297,7 @@ impl BrokerConnection {
                 ..
             }) => match reply {
                 Some(reply) => {
-                    let _ = reply.send(Ok(RawReply {
+                    let _ = reply.send(Ok(RawReply::Frame {
                         api_key,
                         version,
                         frame,
@@ -415,11 +443,22 @@ impl Handler<Call> for BrokerConnection {
             let raw = answer
                 .await
                 .map_err(|_| Error::Shutdown(format!("connection to {broker}")))??;
-            let response = decode_response(raw.api_key, raw.version, raw.frame, &broker)?;
-            Ok(Reply {
-                version: raw.version,
-                response,
-            })
+            match raw {
+                RawReply::Frame {
+                    api_key,
+                    version,
+                    frame,
+                } => {
+                    let response = decode_response(api_key, version, frame, &broker)?;
+                    Ok(Reply { version, response })
+                }
+                // The broker sends nothing for acks=0; the reply says so with an empty
+                // ProduceResponse (no partition results), as the Java client does.
+                RawReply::Written { version } => Ok(Reply {
+                    version,
+                    response: ResponseKind::Produce(Default::default()),
+                }),
+            }
         })
     }
 }
@@ -539,34 +578,57 @@ impl Decoder for FrameCodec {
 }
 
 /// Owns the socket's write half: frames are written whole, in order, several at a time when
-/// they queue up (one syscall instead of many under load).
+/// they queue up (one syscall instead of many under load). Requests without an answer are
+/// reported done once their bytes are written, or failed with the write error.
 async fn write_frames(
     mut socket: OwnedWriteHalf,
-    mut frames: mpsc::UnboundedReceiver<Bytes>,
+    mut frames: mpsc::UnboundedReceiver<Outgoing>,
     generation: u64,
     connection: WeakAddr<BrokerConnection>,
+    broker: String,
 ) {
-    while let Some(frame) = frames.recv().await {
+    let mut written = Vec::new();
+    while let Some(first) = frames.recv().await {
+        written.extend(first.written);
         let result = match frames.try_recv() {
-            Err(_) => socket.write_all(&frame).await,
+            Err(_) => socket.write_all(&first.frame).await,
             Ok(next) => {
-                let mut batch = BytesMut::with_capacity(frame.len() + next.len());
-                batch.extend_from_slice(&frame);
-                batch.extend_from_slice(&next);
+                let mut batch = BytesMut::with_capacity(first.frame.len() + next.frame.len());
+                batch.extend_from_slice(&first.frame);
+                batch.extend_from_slice(&next.frame);
+                written.extend(next.written);
                 while batch.len() < MAX_WRITE_BATCH {
                     match frames.try_recv() {
-                        Ok(more) => batch.extend_from_slice(&more),
+                        Ok(more) => {
+                            batch.extend_from_slice(&more.frame);
+                            written.extend(more.written);
+                        }
                         Err(_) => break,
                     }
                 }
                 socket.write_all(&batch).await
             }
         };
-        if let Err(error) = result {
-            if let Some(connection) = connection.upgrade() {
-                connection.do_send(WriteFailed { generation, error });
+        match result {
+            Ok(()) => {
+                for (reply, version) in written.drain(..) {
+                    let _ = reply.send(Ok(RawReply::Written { version }));
+                }
             }
-            return;
+            Err(error) => {
+                let failed = io_error(&broker, &error);
+                frames.close();
+                while let Ok(unsent) = frames.try_recv() {
+                    written.extend(unsent.written);
+                }
+                for (reply, _) in written.drain(..) {
+                    let _ = reply.send(Err(failed.clone()));
+                }
+                if let Some(connection) = connection.upgrade() {
+                    connection.do_send(WriteFailed { generation, error });
+                }
+                return;
+            }
         }
     }
 }

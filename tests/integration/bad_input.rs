@@ -237,3 +237,75 @@ async fn invalid_config_is_refused_before_connecting() {
         "{err:?}"
     );
 }
+
+/// With acks=0 a broker sends nothing back: the call completes once the request is written,
+/// and the connection stays in step for the requests after it.
+#[actix::test]
+async fn produce_with_acks_0_completes_when_written_without_an_answer() {
+    use konsumer::kafka_protocol::messages::{MetadataResponse, ProduceRequest};
+    use std::sync::atomic::{AtomicI32, Ordering};
+    static PRODUCE_SEEN: AtomicI32 = AtomicI32::new(-1);
+    let address = fake_broker(|s| {
+        let Some((version, correlation_id)) = read_request(s) else {
+            return;
+        };
+        let mut frame = BytesMut::new();
+        let _ = ResponseHeader::default()
+            .with_correlation_id(correlation_id)
+            .encode(&mut frame, 0);
+        let _ = ApiVersionsResponse::default()
+            .with_api_keys(vec![
+                ApiVersion::default().with_api_key(18).with_max_version(3),
+                ApiVersion::default().with_api_key(3).with_max_version(9),
+                ApiVersion::default()
+                    .with_api_key(0)
+                    .with_min_version(3)
+                    .with_max_version(9),
+            ])
+            .encode(&mut frame, version);
+        let _ = s.write_all(&(frame.len() as i32).to_be_bytes());
+        let _ = s.write_all(&frame);
+        // The produce request: no answer.
+        let Some((_, produce_id)) = read_request(s) else {
+            return;
+        };
+        PRODUCE_SEEN.store(produce_id, Ordering::SeqCst);
+        // The metadata request after it gets its answer.
+        let Some((version, correlation_id)) = read_request(s) else {
+            return;
+        };
+        let mut frame = BytesMut::new();
+        let _ = ResponseHeader::default()
+            .with_correlation_id(correlation_id)
+            .encode(&mut frame, 1);
+        let _ = MetadataResponse::default().encode(&mut frame, version);
+        let _ = s.write_all(&(frame.len() as i32).to_be_bytes());
+        let _ = s.write_all(&frame);
+        std::thread::sleep(Duration::from_secs(5));
+    });
+    let (log, _) = CapturedLog::new();
+    let connection = BrokerConnection::start_supervised(&address, connection_config(), &log);
+    let started = Instant::now();
+    let reply = connection
+        .send(Call::new(ProduceRequest::default().with_acks(0)))
+        .await
+        .expect("connection actor alive")
+        .expect("acks=0 produce completes");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "did not wait for an answer"
+    );
+    match reply.response {
+        konsumer::protocol::ResponseKind::Produce(r) => assert!(r.responses.is_empty()),
+        other => panic!("expected a Produce reply, got {other:?}"),
+    }
+    connection
+        .send(Call::new(MetadataRequest::default()))
+        .await
+        .expect("connection actor alive")
+        .expect("the next request is answered on the same connection");
+    assert!(
+        PRODUCE_SEEN.load(Ordering::SeqCst) >= 0,
+        "broker got the produce request"
+    );
+}

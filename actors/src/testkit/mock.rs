@@ -171,6 +171,13 @@ impl MockCluster {
             version,
             request: call.request().clone(),
         });
+        if matches!(call.request(), RequestKind::Produce(p) if p.acks == 0) {
+            // A broker sends nothing back for acks=0; the connection replies this way.
+            return Ok(Reply {
+                version,
+                response: ResponseKind::Produce(Default::default()),
+            });
+        }
         let scripted = state
             .scripted
             .iter()
