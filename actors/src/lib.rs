@@ -4,6 +4,8 @@
 //!   flight, restarted with backoff when it fails.
 //! - [`cluster::Cluster`]: bootstrap, the metadata cache, and routing a request to the right
 //!   broker over a connection per purpose.
+//! - [`producer::Producer`]: batched, compressed produce to partition leaders, with retries
+//!   that keep each partition's order.
 //! - [`messages`]: every message the actors exchange.
 //! - `testkit` (cargo feature): a mocked broker actor and a real-broker (tansu) fixture.
 //!
@@ -12,6 +14,7 @@
 pub mod broker;
 pub mod cluster;
 pub mod messages;
+pub mod producer;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
@@ -20,4 +23,7 @@ pub use konsumer::{ClientConfig, Context, Error, KafkaCode};
 
 pub use broker::BrokerConnection;
 pub use cluster::{Cluster, ClusterMetadata, Connector, TcpConnector};
-pub use messages::{Call, Purpose, Reply, Target};
+pub use messages::{
+    Call, DeliveryReport, Enqueue, Flush, Produce, ProducerRecord, Purpose, Reply, ReportTo, Target,
+};
+pub use producer::{Producer, ProducerExt};

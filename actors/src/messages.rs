@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use actix::{Message, Recipient};
+use bytes::Bytes;
+use konsumer::producer::{ProduceError, RecordMetadata};
 use konsumer::protocol::{ApiKey, KafkaRequest, RequestKind, ResponseKind};
 use konsumer::Error;
 
@@ -164,10 +166,114 @@ impl Message for CreateTopics {
     type Result = Result<(), Error>;
 }
 
-/// Stops an actor: every waiting request fails with [`Error::Shutdown`].
+/// Stops an actor. Connections and the cluster fail every waiting request with
+/// [`Error::Shutdown`]; the [`Producer`](crate::Producer) first delivers what it holds (as
+/// [`Flush`]), then stops.
 #[derive(Debug, Clone, Copy)]
 pub struct Close;
 
 impl Message for Close {
+    type Result = ();
+}
+
+/// A record to produce. Built with [`ProducerRecord::new`] and its setters.
+#[derive(Debug, Clone, Default)]
+pub struct ProducerRecord {
+    pub topic: String,
+    /// `None`: the producer's partitioner chooses (murmur2 of the key by default).
+    pub partition: Option<i32>,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(String, Option<Bytes>)>,
+    /// Milliseconds since the epoch; `None`: the time the producer takes the record.
+    pub timestamp: Option<i64>,
+}
+
+impl ProducerRecord {
+    pub fn new(topic: impl Into<String>) -> Self {
+        ProducerRecord {
+            topic: topic.into(),
+            ..ProducerRecord::default()
+        }
+    }
+    pub fn key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+    pub fn value(mut self, value: impl Into<Bytes>) -> Self {
+        self.value = Some(value.into());
+        self
+    }
+    pub fn partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+    pub fn header(mut self, name: impl Into<String>, value: Option<Bytes>) -> Self {
+        self.headers.push((name.into(), value));
+        self
+    }
+    pub fn timestamp(mut self, millis: i64) -> Self {
+        self.timestamp = Some(millis);
+        self
+    }
+}
+
+/// Produces one record and answers once the broker has acknowledged it (with `acks=0`: once it
+/// is written), or with why it failed.
+#[derive(Debug)]
+pub struct Produce(pub ProducerRecord);
+
+impl Message for Produce {
+    type Result = Result<RecordMetadata, ProduceError>;
+}
+
+/// Fire and forget: the record's outcome goes to `report_to` as a [`DeliveryReport`] carrying
+/// `opaque`, exactly once (also when the record is refused at once, e.g. queue full).
+#[derive(Debug)]
+pub struct Enqueue {
+    pub record: ProducerRecord,
+    pub opaque: u64,
+    pub report_to: ReportTo,
+}
+
+impl Message for Enqueue {
+    type Result = ();
+}
+
+/// Where delivery reports go: an actor, or a channel for code outside actors.
+#[derive(Debug, Clone)]
+pub enum ReportTo {
+    Recipient(Recipient<DeliveryReport>),
+    Channel(tokio::sync::mpsc::UnboundedSender<DeliveryReport>),
+}
+
+impl ReportTo {
+    pub fn report(&self, report: DeliveryReport) {
+        match self {
+            ReportTo::Recipient(recipient) => recipient.do_send(report),
+            ReportTo::Channel(channel) => {
+                let _ = channel.send(report);
+            }
+        }
+    }
+}
+
+/// The outcome of an [`Enqueue`]d record.
+#[derive(Debug, Clone)]
+pub struct DeliveryReport {
+    pub opaque: u64,
+    pub result: Result<RecordMetadata, ProduceError>,
+}
+
+impl Message for DeliveryReport {
+    type Result = ();
+}
+
+/// Answers once every record handed to the producer before it is finished (acknowledged or
+/// failed); open batches are sent at once instead of waiting for their linger.
+#[derive(Debug, Clone, Copy)]
+pub struct Flush;
+
+impl Message for Flush {
     type Result = ();
 }

@@ -127,7 +127,7 @@ impl<T> InFlightRequest<T> {
         }
         ProduceRequest::default()
             .with_acks(config.acks.code())
-            .with_timeout_ms(config.ack_timeout.as_millis().min(i32::MAX as u128) as i32)
+            .with_timeout_ms(config.request_timeout.as_millis().min(i32::MAX as u128) as i32)
             .with_topic_data(topics)
     }
 

@@ -68,9 +68,10 @@ pub struct ProducerConfig {
     pub compression: Compression,
     /// Codec level; `None` is the codec's default. See [`crate::compression::compress`].
     pub compression_level: Option<i32>,
-    /// How long the broker may take to replicate (`acks=all`) before answering (the Produce
-    /// request's `timeout_ms`). The connection's request timeout must be longer.
-    pub ack_timeout: Duration,
+    /// How long a Produce request may take (`request.timeout.ms`): sent as the request's
+    /// `timeout_ms` (the broker's wait for replication with `acks=all`) and the time the
+    /// producer waits for the answer before it counts the attempt as failed.
+    pub request_timeout: Duration,
     /// A record not acknowledged this long after it was handed over fails with
     /// [`Error::DeliveryTimeout`] (`delivery.timeout.ms`).
     pub delivery_timeout: Duration,
@@ -93,7 +94,7 @@ impl Default for ProducerConfig {
             max_request_size: 1_048_576,
             compression: Compression::None,
             compression_level: None,
-            ack_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
             delivery_timeout: Duration::from_secs(120),
             retries: u32::MAX,
             retry_backoff: Backoff {
@@ -129,8 +130,11 @@ impl ProducerConfig {
                 ),
             );
         }
-        if self.ack_timeout.is_zero() || self.ack_timeout.as_millis() > i32::MAX as u128 {
-            return bad("ack_timeout", "must be between 1 ms and i32::MAX ms".into());
+        if self.request_timeout.is_zero() || self.request_timeout.as_millis() > i32::MAX as u128 {
+            return bad(
+                "request_timeout",
+                "must be between 1 ms and i32::MAX ms".into(),
+            );
         }
         if self.delivery_timeout.is_zero() {
             return bad("delivery_timeout", "must be greater than zero".into());
@@ -182,7 +186,8 @@ pub struct ProduceError {
     /// `None` when the record failed before a partition was chosen (e.g. an unknown topic).
     pub partition: Option<i32>,
     pub key: Option<Bytes>,
-    pub error: Error,
+    /// Boxed: keeps `Result<RecordMetadata, ProduceError>` small on the success path.
+    pub error: Box<Error>,
 }
 
 impl fmt::Display for ProduceError {

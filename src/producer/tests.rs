@@ -486,10 +486,10 @@ fn produce_error_names_topic_partition_and_key() {
         topic: "orders".into(),
         partition: Some(4),
         key: Some(bytes::Bytes::from_static(b"customer-17")),
-        error: Error::RecordTooLarge {
+        error: Box::new(Error::RecordTooLarge {
             size: 2_000_000,
             max: 1_048_576,
-        },
+        }),
     };
     let text = error.to_string();
     assert!(text.contains("topic orders partition 4"), "{text}");

@@ -4,11 +4,13 @@
 //! - `real_broker`: a real broker (tansu) started by the test itself.
 //! - `peer_records`: record sets written by librdkafka and kafka-python, captured as fixtures.
 //! - `peer_partitioner`: keyed records placed as librdkafka's murmur2 partitioner places them.
+//! - `peer_producer`: the Producer on tansu, read back by librdkafka's consumer.
 //! - `records_fixtures`: the record decoder on those fixtures and on librdkafka batches live.
 
 mod bad_input;
 mod mock_cluster;
 mod peer_partitioner;
+mod peer_producer;
 mod peer_records;
 mod real_broker;
 mod records_fixtures;
