@@ -1,5 +1,6 @@
 //! Integration tests, in one binary to keep link time down.
 //! - `mock_cluster`: the Cluster actor against mocked broker actors (no network).
+//! - `mock_producer`: the Producer actor against mocked broker actors.
 //! - `bad_input`: misbehaving TCP servers and unreachable brokers.
 //! - `real_broker`: a real broker (tansu) started by the test itself.
 //! - `peer_records`: record sets written by librdkafka and kafka-python, captured as fixtures.
@@ -9,6 +10,7 @@
 
 mod bad_input;
 mod mock_cluster;
+mod mock_producer;
 mod peer_partitioner;
 mod peer_producer;
 mod peer_records;

@@ -2,7 +2,8 @@
 //!
 //! [`MockCluster`] holds a topology (brokers, topics, leaders) shared by its [`MockBroker`]
 //! actors. Each broker answers [`Call`]s the way a broker would: ApiVersions, Metadata and
-//! CreateTopics from the topology; anything else from responses the test scripted with
+//! CreateTopics from the topology, Produce by appending to in-memory partition logs (read them
+//! with [`MockCluster::produced`]); anything else from responses the test scripted with
 //! [`MockCluster::script`] (first in, first out, per API, optionally per broker). Every request
 //! is logged with the broker that received it.
 //!
@@ -21,11 +22,16 @@ use konsumer::kafka_protocol::messages::create_topics_response::CreatableTopicRe
 use konsumer::kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
+use konsumer::kafka_protocol::messages::produce_response::{
+    PartitionProduceResponse, TopicProduceResponse,
+};
 use konsumer::kafka_protocol::messages::{
-    ApiVersionsResponse, BrokerId, CreateTopicsResponse, MetadataResponse, TopicName,
+    ApiVersionsResponse, BrokerId, CreateTopicsResponse, MetadataResponse, ProduceRequest,
+    ProduceResponse, TopicName,
 };
 use konsumer::kafka_protocol::protocol::StrBytes;
 use konsumer::protocol::{decode_response, ApiKey, ApiVersionTable, RequestKind, ResponseKind};
+use konsumer::records::{decode_all, DecodeOptions, Record};
 use konsumer::{Error, KafkaCode};
 
 use crate::cluster::Connector;
@@ -57,6 +63,8 @@ struct State {
     versions: Option<ApiVersionTable>,
     scripted: VecDeque<Scripted>,
     received: Vec<Received>,
+    /// What Produce requests wrote, per topic and partition, in offset order.
+    logs: BTreeMap<(String, i32), Vec<Record>>,
 }
 
 /// A cluster of mocked brokers sharing one topology. Cheap to clone (shared state).
@@ -120,6 +128,15 @@ impl MockCluster {
     /// Every request received so far, in order.
     pub fn received(&self) -> Vec<Received> {
         self.state().received.clone()
+    }
+
+    /// The records produced to a partition so far, in offset order (offsets from 0).
+    pub fn produced(&self, topic: &str, partition: i32) -> Vec<Record> {
+        self.state()
+            .logs
+            .get(&(topic.to_owned(), partition))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// How many requests of `api` the brokers have received.
@@ -220,6 +237,9 @@ impl MockCluster {
                     }
                     ResponseKind::CreateTopics(CreateTopicsResponse::default().with_topics(results))
                 }
+                RequestKind::Produce(req) => {
+                    ResponseKind::Produce(produce(&mut state, node_id, req))
+                }
                 _ => {
                     return Err(Error::Protocol {
                         broker,
@@ -245,6 +265,54 @@ impl MockCluster {
         let response = decode_response(api, version, frame.freeze(), &broker)?;
         Ok(Reply { version, response })
     }
+}
+
+/// Appends each partition's records to its log, as a leader would: an unknown partition or a
+/// broker that is not the leader gets the error a broker sends; records that do not decode
+/// are a CorruptMessage answer.
+fn produce(state: &mut State, node_id: i32, request: &ProduceRequest) -> ProduceResponse {
+    let mut topics = Vec::new();
+    for topic in &request.topic_data {
+        let name = topic.name.0.to_string();
+        let mut partitions = Vec::new();
+        for data in &topic.partition_data {
+            let leader = state
+                .topics
+                .get(&name)
+                .and_then(|leaders| leaders.get(usize::try_from(data.index).ok()?).copied());
+            let answer = PartitionProduceResponse::default()
+                .with_index(data.index)
+                .with_log_append_time_ms(-1);
+            let answer = match leader {
+                None => answer.with_error_code(KafkaCode::UnknownTopicOrPartition.code()),
+                Some(leader) if leader != node_id => {
+                    answer.with_error_code(KafkaCode::NotLeaderOrFollower.code())
+                }
+                Some(_) => {
+                    let bytes = data.records.clone().unwrap_or_default();
+                    match decode_all(bytes, &DecodeOptions::default()) {
+                        Err(_) => answer.with_error_code(KafkaCode::CorruptMessage.code()),
+                        Ok(records) => {
+                            let log = state.logs.entry((name.clone(), data.index)).or_default();
+                            let base = log.len() as i64;
+                            log.extend(records.into_iter().enumerate().map(|(i, mut r)| {
+                                r.offset = base + i as i64;
+                                r
+                            }));
+                            answer.with_base_offset(base)
+                        }
+                    }
+                }
+            };
+            partitions.push(answer);
+        }
+        topics.push(
+            TopicProduceResponse::default()
+                .with_name(topic.name.clone())
+                .with_partition_responses(partitions),
+        );
+    }
+    ProduceResponse::default().with_responses(topics)
 }
 
 fn api_versions(table: &ApiVersionTable) -> ApiVersionsResponse {
