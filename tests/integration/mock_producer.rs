@@ -501,3 +501,26 @@ async fn bad_configuration_is_refused_naming_the_field() {
         Ok(_) => panic!("zstd level 99 accepted"),
     }
 }
+
+#[actix::test]
+async fn a_request_that_times_out_is_sent_again() {
+    let mock = mock();
+    let (producer, _) = start(&mock, config()).await;
+    mock.script(
+        ApiKey::Produce,
+        Some(1),
+        Err(Error::Timeout {
+            api: ApiKey::Produce,
+            broker: "mock-1:9092".into(),
+            after: Duration::from_secs(30),
+            last_error: None,
+        }),
+    );
+    let metadata = producer
+        .produce(ProducerRecord::new("orders").partition(0).value("x"))
+        .await
+        .expect("delivered on the second attempt");
+    assert_eq!(metadata.offset, Some(0));
+    assert_eq!(mock.count(ApiKey::Produce), 2);
+    assert_eq!(mock.produced("orders", 0).len(), 1);
+}
