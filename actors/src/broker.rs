@@ -48,6 +48,8 @@ use crate::messages::{Call, Close, Reply};
 
 /// How often waiting requests are checked against their deadlines.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(50);
+/// acks=0 correlation ids remembered (see `BrokerConnection::unanswered`).
+const MAX_UNANSWERED_REMEMBERED: usize = 1024;
 /// Frames gathered into one socket write when several are waiting.
 const MAX_WRITE_BATCH: usize = 1024 * 1024;
 
@@ -69,6 +71,10 @@ pub struct BrokerConnection {
     /// Requests waiting for a connection; never written yet, so safe to send on the next one.
     queued: VecDeque<Waiting>,
     in_flight: HashMap<i32, InFlight>,
+    /// Correlation ids of recent requests that expect no answer (acks=0), so that an answer
+    /// sent anyway is recognised and dropped instead of failing the connection as a protocol
+    /// violation. Kafka never answers them; tansu 0.6 does.
+    unanswered: VecDeque<i32>,
     next_correlation_id: i32,
 }
 
@@ -128,6 +134,7 @@ impl BrokerConnection {
             link: None,
             queued: VecDeque::new(),
             in_flight: HashMap::new(),
+            unanswered: VecDeque::new(),
             next_correlation_id: 0,
         }
     }
@@ -242,6 +249,10 @@ impl BrokerConnection {
             }
         };
         if unanswered {
+            if self.unanswered.len() >= MAX_UNANSWERED_REMEMBERED {
+                self.unanswered.pop_front();
+            }
+            self.unanswered.push_back(correlation_id);
             let outgoing = Outgoing {
                 frame,
                 written: Some((waiting.reply, version)),
@@ -307,6 +318,12 @@ impl BrokerConnection {
                     "api" => ?api_key, "correlation_id" => correlation_id),
             },
             None => {
+                if let Some(i) = self.unanswered.iter().position(|id| *id == correlation_id) {
+                    self.unanswered.remove(i);
+                    debug!(self.log, "broker answered a request that needs no answer (acks=0); dropped";
+                        "correlation_id" => correlation_id);
+                    return;
+                }
                 let detail =
                     format!("response with correlation id {correlation_id} matches no request");
                 self.protocol_violation(detail, ctx)
@@ -328,6 +345,7 @@ impl BrokerConnection {
         self.generation += 1;
         warn!(self.log, "broker connection failed; restarting it";
             "error" => %error, "failed_in_flight" => self.in_flight.len());
+        self.unanswered.clear();
         for (_, in_flight) in self.in_flight.drain() {
             if let Some(reply) = in_flight.reply {
                 let _ = reply.send(Err(error.clone()));

@@ -48,11 +48,12 @@ async fn produce_all(
     broker: &TansuBroker,
     topic: &str,
     codec: Compression,
+    acks: Acks,
     count: u64,
 ) -> (Placement, Duration) {
-    let (log, _) = CapturedLog::new();
+    let (log, captured) = CapturedLog::new();
     let config = ProducerConfig {
-        acks: Acks::All,
+        acks,
         compression: codec,
         ..ProducerConfig::default()
     };
@@ -83,11 +84,21 @@ async fn produce_all(
         let metadata = report
             .result
             .unwrap_or_else(|e| panic!("record {} failed: {e}", report.opaque));
-        let offset = metadata.offset.expect("acks=all reports offsets");
+        // acks=0: the broker does not say; -1 stands for unknown.
+        let offset = match acks {
+            Acks::None => metadata
+                .offset
+                .map_or(-1, |_| panic!("acks=0 has no offsets")),
+            _ => metadata.offset.expect("acks=1 and acks=all report offsets"),
+        };
         let before = placement.insert(report.opaque, (metadata.partition, offset));
         assert!(before.is_none(), "record {} reported twice", report.opaque);
     }
     producer.close().await;
+    assert!(
+        !captured.contains("broker connection failed"),
+        "{topic}: a connection failed while producing"
+    );
     (placement, elapsed)
 }
 
@@ -154,7 +165,7 @@ async fn librdkafka_reads_back_everything_konsumer_produced_with_each_codec() {
     for codec in Compression::ALL {
         let topic = format!("produced-{}", codec.name());
         broker.create_topic(&topic, PARTITIONS);
-        let (placement, elapsed) = produce_all(&broker, &topic, codec, count).await;
+        let (placement, elapsed) = produce_all(&broker, &topic, codec, Acks::All, count).await;
         eprintln!(
             "{codec:?}: produced {count} records in {elapsed:?} ({:.0} records/s)",
             count as f64 / elapsed.as_secs_f64()
@@ -208,5 +219,36 @@ async fn librdkafka_reads_back_everything_konsumer_produced_with_each_codec() {
             PARTITIONS as usize,
             "{topic}: every partition used"
         );
+    }
+}
+
+/// acks=1 and acks=0 on the real broker: everything arrives; with acks=0 the producer never
+/// waits for an answer the broker does not send.
+#[actix::test]
+async fn acks_1_and_acks_0_deliver_everything() {
+    let broker = TansuBroker::start(Storage::Memory);
+    let count = 20_000;
+    for (acks, topic) in [(Acks::Leader, "acks-1"), (Acks::None, "acks-0")] {
+        broker.create_topic(topic, PARTITIONS);
+        let (placement, _) = produce_all(&broker, topic, Compression::Lz4, acks, count).await;
+        let bootstrap = broker.bootstrap();
+        let read = tokio::task::spawn_blocking(move || {
+            consume_with_rdkafka(&bootstrap, topic, count as usize)
+        })
+        .await
+        .expect("reader thread");
+        let mut seen = std::collections::HashSet::new();
+        for (partition, records) in &read {
+            for (offset, _, value) in records {
+                let i = number(value);
+                assert!(seen.insert(i), "{topic}: record {i} twice");
+                let (reported_partition, reported_offset) = placement[&i];
+                assert_eq!(reported_partition, *partition, "{topic}: record {i}");
+                if acks == Acks::Leader {
+                    assert_eq!(reported_offset, *offset, "{topic}: record {i}");
+                }
+            }
+        }
+        assert_eq!(seen.len(), count as usize, "{topic}");
     }
 }
