@@ -100,6 +100,8 @@ pub struct Producer {
     wake: Option<(Instant, SpawnHandle)>,
     flush_waiters: Vec<(u64, oneshot::Sender<()>)>,
     closing: bool,
+    /// One shared name per topic, so a record costs no allocation for its topic.
+    topic_names: HashMap<String, Arc<str>>,
 }
 
 impl Producer {
@@ -119,6 +121,7 @@ impl Producer {
             wake: None,
             flush_waiters: Vec::new(),
             closing: false,
+            topic_names: HashMap::new(),
         })
     }
 
@@ -140,6 +143,15 @@ impl Producer {
     pub fn with_partitioner(mut self, partitioner: impl Partitioner + 'static) -> Self {
         self.partitioner = Box::new(partitioner);
         self
+    }
+
+    fn topic_name(&mut self, topic: &str) -> Arc<str> {
+        if let Some(name) = self.topic_names.get(topic) {
+            return name.clone();
+        }
+        let name: Arc<str> = Arc::from(topic);
+        self.topic_names.insert(topic.to_owned(), name.clone());
+        name
     }
 
     fn config(&self) -> &ProducerConfig {
@@ -550,24 +562,27 @@ impl Handler<Produce> for Producer {
 
     fn handle(&mut self, Produce(record): Produce, ctx: &mut Context<Self>) -> Self::Result {
         let (reply, answer) = oneshot::channel();
-        let topic: Arc<str> = Arc::from(record.topic.as_str());
-        let partition = record.partition;
-        let key = record.key.clone();
+        let topic = self.topic_name(&record.topic);
+        let (partition, key) = (record.partition, record.key.clone());
         let pending = Pending {
             delivery: Delivery::Reply(reply),
             key: record.key.clone(),
         };
         self.take(topic.clone(), record, pending, ctx);
         Box::pin(async move {
-            answer.await.unwrap_or_else(|_| {
-                Err(ProduceError {
-                    topic,
-                    partition,
-                    key,
-                    error: Box::new(Error::Shutdown("producer".into())),
-                })
-            })
+            answer
+                .await
+                .unwrap_or_else(|_| Err(shut_down(topic, partition, key)))
         })
+    }
+}
+
+fn shut_down(topic: Arc<str>, partition: Option<i32>, key: Option<Bytes>) -> ProduceError {
+    ProduceError {
+        topic,
+        partition,
+        key,
+        error: Box::new(Error::Shutdown("producer".into())),
     }
 }
 
@@ -582,7 +597,7 @@ impl Handler<Enqueue> for Producer {
             },
             key: msg.record.key.clone(),
         };
-        let topic: Arc<str> = Arc::from(msg.record.topic.as_str());
+        let topic = self.topic_name(&msg.record.topic);
         self.take(topic, msg.record, pending, ctx);
     }
 }
@@ -633,16 +648,11 @@ pub trait ProducerExt {
 
 impl ProducerExt for Addr<Producer> {
     async fn produce(&self, record: ProducerRecord) -> Result<RecordMetadata, ProduceError> {
-        let topic: Arc<str> = Arc::from(record.topic.as_str());
         let (partition, key) = (record.partition, record.key.clone());
+        let topic = record.topic.clone();
         match self.send(Produce(record)).await {
             Ok(result) => result,
-            Err(_) => Err(ProduceError {
-                topic,
-                partition,
-                key,
-                error: Box::new(Error::Shutdown("producer".into())),
-            }),
+            Err(_) => Err(shut_down(Arc::from(topic), partition, key)),
         }
     }
 
