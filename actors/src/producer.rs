@@ -415,19 +415,23 @@ impl Producer {
                 Ok(metadata) => act.install(metadata),
                 Err(error) => {
                     warn!(act.log, "metadata refresh for the producer failed"; "error" => %error);
-                    for (topic, waiting) in act.awaiting_topic.drain() {
-                        let topic: Arc<str> = Arc::from(topic);
-                        for queued in waiting {
-                            queued
-                                .pending
-                                .fail(&topic, queued.record.partition, error.clone());
-                        }
-                    }
+                    act.fail_awaiting(&error);
                 }
             }
             act.release_awaiting(ctx);
             act.drain(ctx);
         }));
+    }
+
+    /// Fails every record still waiting for its topic's metadata.
+    fn fail_awaiting(&mut self, error: &Error) {
+        for (topic, waiting) in std::mem::take(&mut self.awaiting_topic) {
+            let topic = self.topic_name(&topic);
+            for queued in waiting {
+                let partition = queued.record.partition;
+                queued.pending.fail(&topic, partition, error.clone());
+            }
+        }
     }
 
     fn install(&mut self, metadata: Arc<ClusterMetadata>) {
@@ -542,14 +546,7 @@ impl Actor for Producer {
         for failed in self.accumulator.abort(&error) {
             fail_batch(failed);
         }
-        for (topic, waiting) in self.awaiting_topic.drain() {
-            let topic: Arc<str> = Arc::from(topic);
-            for queued in waiting {
-                queued
-                    .pending
-                    .fail(&topic, queued.record.partition, error.clone());
-            }
-        }
+        self.fail_awaiting(&error);
         if self.owns_cluster {
             self.cluster.do_send(Close);
         }
