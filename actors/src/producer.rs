@@ -423,6 +423,17 @@ impl Producer {
         }));
     }
 
+    /// Sends what lingers and answers once everything taken so far is finished.
+    fn flushed(&mut self, ctx: &mut Context<Self>) -> ResponseFuture<()> {
+        let (waiter, done) = oneshot::channel();
+        self.flush_waiters
+            .push((self.accumulator.next_seq(), waiter));
+        self.drain(ctx);
+        Box::pin(async move {
+            let _ = done.await;
+        })
+    }
+
     /// Fails every record still waiting for its topic's metadata.
     fn fail_awaiting(&mut self, error: &Error) {
         for (topic, waiting) in std::mem::take(&mut self.awaiting_topic) {
@@ -603,13 +614,7 @@ impl Handler<Flush> for Producer {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) -> Self::Result {
-        let (waiter, done) = oneshot::channel();
-        self.flush_waiters
-            .push((self.accumulator.next_seq(), waiter));
-        self.drain(ctx);
-        Box::pin(async move {
-            let _ = done.await;
-        })
+        self.flushed(ctx)
     }
 }
 
@@ -620,13 +625,7 @@ impl Handler<Close> for Producer {
         info!(self.log, "producer closing: delivering what it holds";
             "buffered_bytes" => self.accumulator.buffered_bytes());
         self.closing = true;
-        let (waiter, done) = oneshot::channel();
-        self.flush_waiters
-            .push((self.accumulator.next_seq(), waiter));
-        self.drain(ctx);
-        Box::pin(async move {
-            let _ = done.await;
-        })
+        self.flushed(ctx)
     }
 }
 

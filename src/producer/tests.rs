@@ -67,6 +67,13 @@ fn leader_0(_: &str, _: i32) -> Option<i32> {
     Some(0)
 }
 
+/// Drains with every partition led by broker 0 and returns the last batch of the last request.
+fn drain_one(acc: &mut Accumulator<u32>, now: Instant, flush: bool) -> InFlightBatch<u32> {
+    let mut requests = acc.drain(now, flush, leader_0).requests;
+    let mut request = requests.pop().expect("a request is due");
+    request.batches.pop().expect("the request carries a batch")
+}
+
 #[test]
 fn a_batch_waits_for_linger_then_goes_whole() {
     let mut acc = Accumulator::new(config());
@@ -175,14 +182,7 @@ fn a_non_retriable_error_fails_the_batch_with_its_tokens() {
     let mut acc = Accumulator::new(config());
     let t0 = Instant::now();
     append(&mut acc, "t", 3, 7, t0);
-    let batch = acc
-        .drain(t0, true, leader_0)
-        .requests
-        .pop()
-        .unwrap()
-        .batches
-        .pop()
-        .unwrap();
+    let batch = drain_one(&mut acc, t0, true);
     let denied = Error::Broker {
         code: KafkaCode::TopicAuthorizationFailed,
         context: Default::default(),
@@ -213,23 +213,9 @@ fn retries_are_bounded_by_count_and_by_delivery_timeout() {
         after: MS,
         last_error: None,
     };
-    let batch = acc
-        .drain(t0, true, leader_0)
-        .requests
-        .pop()
-        .unwrap()
-        .batches
-        .pop()
-        .unwrap();
+    let batch = drain_one(&mut acc, t0, true);
     assert!(acc.retry_or_fail(batch, timeout(), t0, 0.0).is_none());
-    let batch = acc
-        .drain(t0 + Duration::from_secs(1), false, leader_0)
-        .requests
-        .pop()
-        .unwrap()
-        .batches
-        .pop()
-        .unwrap();
+    let batch = drain_one(&mut acc, t0 + Duration::from_secs(1), false);
     let failed = acc
         .retry_or_fail(batch, timeout(), t0 + Duration::from_secs(1), 0.0)
         .unwrap();
@@ -241,14 +227,7 @@ fn retries_are_bounded_by_count_and_by_delivery_timeout() {
 
     let mut acc = Accumulator::new(config());
     append(&mut acc, "t", 0, 2, t0);
-    let batch = acc
-        .drain(t0, true, leader_0)
-        .requests
-        .pop()
-        .unwrap()
-        .batches
-        .pop()
-        .unwrap();
+    let batch = drain_one(&mut acc, t0, true);
     let failed = acc
         .retry_or_fail(batch, timeout(), t0 + Duration::from_secs(6), 0.0)
         .unwrap();
