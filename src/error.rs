@@ -209,6 +209,15 @@ pub enum Error {
         last_error: Option<String>,
     },
 
+    /// A group member's protocol bytes (subscription or assignment) that cannot be read or
+    /// written: says which group and which member.
+    #[error("group {group}: member {member}: {detail}")]
+    GroupProtocol {
+        group: String,
+        member: String,
+        detail: String,
+    },
+
     /// Fetched record data that cannot be decoded (corrupt, truncated inside a batch, bad
     /// compression), or a batch that cannot be encoded. Says which topic, partition and batch.
     #[error("{0}")]
@@ -239,6 +248,7 @@ impl Error {
             | Error::RecordTooLarge { .. }
             | Error::QueueFull { .. }
             | Error::DeliveryTimeout { .. }
+            | Error::GroupProtocol { .. }
             | Error::Records(_) => false,
         }
     }

@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod compression;
 pub mod config;
 pub mod error;
+pub mod group;
 pub mod partitioner;
 pub mod producer;
 pub mod protocol;

@@ -1,0 +1,54 @@
+//! The range assignor (Java's `RangeAssignor`, librdkafka's "range"): per topic, the members
+//! subscribed to it in member-id order each get a contiguous run of partitions; the first
+//! `partitions % members` members get one extra.
+
+use std::collections::BTreeMap;
+
+use super::{Assignment, Assignor, Member};
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RangeAssignor;
+
+impl Assignor for RangeAssignor {
+    fn name(&self) -> &'static str {
+        "range"
+    }
+
+    fn assign(
+        &self,
+        members: &[Member],
+        partition_counts: &BTreeMap<String, i32>,
+    ) -> BTreeMap<String, Assignment> {
+        let mut out: BTreeMap<String, Assignment> = members
+            .iter()
+            .map(|m| (m.member_id.clone(), Assignment::default()))
+            .collect();
+        for (topic, &count) in partition_counts {
+            let mut subscribers: Vec<&str> = members
+                .iter()
+                .filter(|m| m.subscription.topics.iter().any(|t| t == topic))
+                .map(|m| m.member_id.as_str())
+                .collect();
+            subscribers.sort_unstable();
+            if subscribers.is_empty() || count <= 0 {
+                continue;
+            }
+            let n = subscribers.len() as i32;
+            let (per_member, extra) = (count / n, count % n);
+            for (i, member) in subscribers.iter().enumerate() {
+                let i = i as i32;
+                let start = per_member * i + i.min(extra);
+                let len = per_member + i32::from(i < extra);
+                if len == 0 {
+                    continue;
+                }
+                if let Some(assignment) = out.get_mut(*member) {
+                    assignment
+                        .partitions
+                        .insert(topic.clone(), (start..start + len).collect());
+                }
+            }
+        }
+        out
+    }
+}
