@@ -212,7 +212,7 @@ impl BrokerConnection {
     }
 
     /// Writes one request on the live link.
-    fn dispatch(&mut self, waiting: Waiting, ctx: &mut Context<Self>) {
+    fn dispatch(&mut self, mut waiting: Waiting, ctx: &mut Context<Self>) {
         let Some(link) = &self.link else {
             self.queued.push_back(waiting);
             return;
@@ -228,6 +228,7 @@ impl BrokerConnection {
                 return;
             }
         };
+        waiting.call.fit_to_version(version);
         // With acks=0 the broker never answers: the request is done once it is written.
         let unanswered = matches!(waiting.call.request(), RequestKind::Produce(p) if p.acks == 0);
         let mut correlation_id = self.next_correlation_id;

@@ -13,6 +13,8 @@
 
 pub mod broker;
 pub mod cluster;
+pub mod coordinator;
+pub mod heartbeat;
 pub mod messages;
 pub mod producer;
 #[cfg(feature = "testkit")]
@@ -23,6 +25,8 @@ pub use konsumer::{ClientConfig, Context, Error, KafkaCode};
 
 pub use broker::BrokerConnection;
 pub use cluster::{Cluster, ClusterMetadata, Connector, TcpConnector};
+pub use coordinator::Coordinator;
+pub use heartbeat::Heartbeat;
 pub use messages::{
     Call, DeliveryReport, Enqueue, Flush, Produce, ProducerRecord, Purpose, Reply, ReportTo, Target,
 };

@@ -1,9 +1,11 @@
 //! Every message type the actors exchange, in one place.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use actix::{Message, Recipient};
 use bytes::Bytes;
+use konsumer::group::{Assignment, TopicPartitions};
 use konsumer::producer::{ProduceError, RecordMetadata};
 use konsumer::protocol::{ApiKey, KafkaRequest, RequestKind, ResponseKind};
 use konsumer::Error;
@@ -46,6 +48,11 @@ impl Call {
     }
     pub fn into_request(self) -> RequestKind {
         self.request
+    }
+    /// Puts the request in the shape of `version`, once the connection has chosen it (see
+    /// [`fit_to_version`](konsumer::protocol::fit_to_version)).
+    pub fn fit_to_version(&mut self, version: i16) {
+        konsumer::protocol::fit_to_version(&mut self.request, version);
     }
 }
 
@@ -90,8 +97,11 @@ pub async fn call<R: KafkaRequest>(
 pub enum Purpose {
     /// Metadata, admin and anything else.
     General,
-    /// Group coordination: join, sync, heartbeat, commits.
+    /// Group coordination: join, sync, leave, offset fetches and commits.
     Group,
+    /// Heartbeats alone, so that one is never stuck behind a JoinGroup that blocks for the
+    /// whole rebalance (a broker answers one connection's requests in order).
+    Heartbeat,
     /// Fetch long polls.
     Fetch,
     /// Produce requests.
@@ -275,5 +285,173 @@ impl Message for DeliveryReport {
 pub struct Flush;
 
 impl Message for Flush {
+    type Result = ();
+}
+
+// ---- Consumer groups: the Coordinator's messages and notifications ----
+
+/// A committed offset with what the Java client commits alongside it. `offset` is the next
+/// offset to read (the last processed one + 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitOffset {
+    pub offset: i64,
+    /// The leader epoch of the last record read (OffsetCommit v6+), for log truncation checks.
+    pub leader_epoch: Option<i32>,
+    /// Free text kept with the offset. Dropped (and the commit retried) if the broker says
+    /// it is too large.
+    pub metadata: Option<String>,
+}
+
+impl CommitOffset {
+    pub fn new(offset: i64) -> Self {
+        CommitOffset {
+            offset,
+            leader_epoch: None,
+            metadata: None,
+        }
+    }
+}
+
+/// Offsets per (topic, partition).
+pub type PartitionOffsets<T> = BTreeMap<(String, i32), T>;
+
+/// Commits offsets with the member's current generation (bounded retries with backoff).
+/// Fails when the member holds no generation (joining, or not a member).
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub offsets: PartitionOffsets<CommitOffset>,
+}
+
+impl Message for Commit {
+    type Result = Result<(), Error>;
+}
+
+/// The group's committed offsets for these partitions (`None`: nothing committed).
+#[derive(Debug, Clone)]
+pub struct FetchCommitted {
+    pub partitions: TopicPartitions,
+}
+
+impl Message for FetchCommitted {
+    type Result = Result<PartitionOffsets<Option<i64>>, Error>;
+}
+
+/// Adds topics to a live member's subscription: one rejoin for the whole batch.
+#[derive(Debug, Clone)]
+pub struct Subscribe {
+    pub topics: Vec<String>,
+}
+
+impl Message for Subscribe {
+    type Result = Result<(), Error>;
+}
+
+/// The member's current state.
+#[derive(Debug, Clone, Copy)]
+pub struct GetMembership;
+
+impl Message for GetMembership {
+    type Result = Membership;
+}
+
+/// A snapshot of one member's place in its group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Membership {
+    pub member_id: String,
+    /// -1 while the member holds no generation.
+    pub generation: i32,
+    pub leader: bool,
+    /// The assignor the group chose.
+    pub protocol: Option<String>,
+    /// The subscribed topics (explicit, added and pattern matches).
+    pub topics: Vec<String>,
+    pub assignment: Assignment,
+}
+
+/// What the Coordinator tells the user about the group (the seeds' notifications and errors).
+#[derive(Debug, Clone)]
+pub enum GroupEvent {
+    /// The member is about to (re)join. `current`: what it holds now.
+    RebalanceStart {
+        reason: String,
+        current: TopicPartitions,
+    },
+    /// The member no longer owns these partitions: consumption of them stops. Eager
+    /// assignors give up everything before each join; cooperative ones only what moves,
+    /// after the sync. `lost`: the member was dropped by the group (session timeout, unknown
+    /// member), so the partitions may already be someone else's and commits will fail.
+    Revoked {
+        generation: i32,
+        partitions: TopicPartitions,
+        lost: bool,
+    },
+    /// The member holds a new assignment. `committed` has the group's committed offset for
+    /// each claimed partition (`None`: nothing committed yet).
+    RebalanceOk {
+        generation: i32,
+        member_id: String,
+        leader: bool,
+        protocol: String,
+        assignment: Assignment,
+        claimed: TopicPartitions,
+        released: TopicPartitions,
+        current: TopicPartitions,
+        committed: PartitionOffsets<Option<i64>>,
+    },
+    /// A rebalance attempt failed; the member tries again after a backoff.
+    RebalanceError {
+        error: Error,
+        current: TopicPartitions,
+    },
+    /// An error outside rebalancing (heartbeat, commit, metadata) the member carries on after.
+    Error { error: Error },
+}
+
+impl Message for GroupEvent {
+    type Result = ();
+}
+
+/// Where group events go: an actor, or a channel for code outside actors.
+#[derive(Debug, Clone)]
+pub enum EventSink {
+    Recipient(Recipient<GroupEvent>),
+    Channel(tokio::sync::mpsc::UnboundedSender<GroupEvent>),
+    /// Events are only logged.
+    None,
+}
+
+impl EventSink {
+    pub fn send(&self, event: GroupEvent) {
+        match self {
+            EventSink::Recipient(recipient) => recipient.do_send(event),
+            EventSink::Channel(channel) => {
+                let _ = channel.send(event);
+            }
+            EventSink::None => {}
+        }
+    }
+}
+
+/// A [`Heartbeat`](crate::Heartbeat) answer, for the Coordinator to act on. Sent for every
+/// heartbeat, so the Coordinator also knows when the last one succeeded.
+#[derive(Debug, Clone)]
+pub struct HeartbeatOutcome {
+    pub generation: i32,
+    pub member_id: String,
+    pub result: Result<(), Error>,
+}
+
+impl Message for HeartbeatOutcome {
+    type Result = ();
+}
+
+/// Tells a Heartbeat which member id and generation to send from now on.
+#[derive(Debug, Clone)]
+pub struct HeartbeatAs {
+    pub generation: i32,
+    pub member_id: String,
+}
+
+impl Message for HeartbeatAs {
     type Result = ();
 }

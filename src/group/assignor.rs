@@ -55,7 +55,10 @@ pub trait Assignor: Send + Sync + Debug {
 /// The built-in assignor with protocol name `name`.
 pub fn builtin(name: &str) -> Option<Arc<dyn Assignor>> {
     match name {
-        "range" => Some(Arc::new(super::range::RangeAssignor)),
+        "range" => Some(Arc::new(super::RangeAssignor)),
+        "roundrobin" => Some(Arc::new(super::RoundRobinAssignor)),
+        "sticky" => Some(Arc::new(super::StickyAssignor)),
+        "cooperative-sticky" => Some(Arc::new(super::CooperativeStickyAssignor)),
         _ => None,
     }
 }

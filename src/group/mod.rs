@@ -8,24 +8,32 @@
 //! protocol names, or a mixed group breaks.
 
 pub mod assignor;
+pub mod config;
 pub mod protocol;
 mod range;
+pub mod recovery;
+mod roundrobin;
+mod sticky;
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
 pub use assignor::{builtin, lead, Assignor, JoinedMember, RebalanceProtocol};
+pub use config::{GroupConfig, TopicSubscription};
 pub use protocol::{
     decode_assignment, decode_subscription, encode_assignment, encode_subscription,
 };
 pub use range::RangeAssignor;
+pub use recovery::{recovery, Recovery};
+pub use roundrobin::RoundRobinAssignor;
+pub use sticky::{CooperativeStickyAssignor, StickyAssignor};
 
 /// Topic name -> partition numbers, sorted and without duplicates where konsumer builds it.
 pub type TopicPartitions = BTreeMap<String, Vec<i32>>;
 
 /// What one member asks for when it joins: the consumer protocol's member metadata.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
     /// Topics the member wants to consume.
     pub topics: Vec<String>,
@@ -37,6 +45,19 @@ pub struct Subscription {
     pub generation_id: i32,
     /// The member's rack, for rack-aware assignment (version 3+).
     pub rack_id: Option<String>,
+}
+
+impl Default for Subscription {
+    /// No topics, nothing owned, generation unknown (-1).
+    fn default() -> Self {
+        Subscription {
+            topics: Vec::new(),
+            user_data: None,
+            owned_partitions: TopicPartitions::new(),
+            generation_id: -1,
+            rack_id: None,
+        }
+    }
 }
 
 /// What the leader gives one member: the consumer protocol's member assignment.
@@ -100,5 +121,7 @@ pub fn difference(a: &TopicPartitions, b: &TopicPartitions) -> TopicPartitions {
     out
 }
 
+#[cfg(test)]
+mod assignor_tests;
 #[cfg(test)]
 mod tests;

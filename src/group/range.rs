@@ -1,9 +1,11 @@
 //! The range assignor (Java's `RangeAssignor`, librdkafka's "range"): per topic, the members
-//! subscribed to it in member-id order each get a contiguous run of partitions; the first
+//! subscribed to it (static members first by instance id, then by member id, as Java orders
+//! them) each get a contiguous run of partitions; the first
 //! `partitions % members` members get one extra.
 
 use std::collections::BTreeMap;
 
+use super::roundrobin::member_order;
 use super::{Assignment, Assignor, Member};
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -24,12 +26,12 @@ impl Assignor for RangeAssignor {
             .map(|m| (m.member_id.clone(), Assignment::default()))
             .collect();
         for (topic, &count) in partition_counts {
-            let mut subscribers: Vec<&str> = members
+            // Java's member order: static members by instance id first, then by member id.
+            let mut subscribers: Vec<&Member> = members
                 .iter()
                 .filter(|m| m.subscription.topics.iter().any(|t| t == topic))
-                .map(|m| m.member_id.as_str())
                 .collect();
-            subscribers.sort_unstable();
+            subscribers.sort_by(|a, b| member_order(a, b));
             if subscribers.is_empty() || count <= 0 {
                 continue;
             }
@@ -42,7 +44,7 @@ impl Assignor for RangeAssignor {
                 if len == 0 {
                     continue;
                 }
-                if let Some(assignment) = out.get_mut(*member) {
+                if let Some(assignment) = out.get_mut(&member.member_id) {
                     assignment
                         .partitions
                         .insert(topic.clone(), (start..start + len).collect());

@@ -16,7 +16,7 @@ pub mod versions;
 
 pub use codec::{decode_response, encode_request, peek_correlation_id, ApiVersionsProbe};
 pub use frame::{FrameDecoder, FrameError};
-pub use requests::KafkaRequest;
+pub use requests::{fit_to_version, KafkaRequest};
 pub use versions::{ApiVersionTable, MINIMUM_VERSIONS};
 
 pub use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};

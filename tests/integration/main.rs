@@ -1,20 +1,26 @@
 //! Integration tests, in one binary to keep link time down.
 //! - `mock_cluster`: the Cluster actor against mocked broker actors (no network).
 //! - `mock_producer`: the Producer actor against mocked broker actors.
+//! - `mock_group`: the Coordinator and Heartbeat actors against mocked broker actors.
 //! - `bad_input`: misbehaving TCP servers and unreachable brokers.
 //! - `real_broker`: a real broker (tansu) started by the test itself.
+//! - `real_group`: konsumer group members on tansu (coverage, dead and closed members).
 //! - `peer_records`: record sets written by librdkafka and kafka-python, captured as fixtures.
+//! - `peer_group`: konsumer and librdkafka members in the same groups, each side leading.
 //! - `peer_partitioner`: keyed records placed as librdkafka's murmur2 partitioner places them.
 //! - `peer_producer`: the Producer on tansu, read back by librdkafka's consumer.
 //! - `records_fixtures`: the record decoder on those fixtures and on librdkafka batches live.
 
 mod bad_input;
 mod mock_cluster;
+mod mock_group;
 mod mock_producer;
+mod peer_group;
 mod peer_partitioner;
 mod peer_producer;
 mod peer_records;
 mod real_broker;
+mod real_group;
 mod records_fixtures;
 
 use std::future::Future;

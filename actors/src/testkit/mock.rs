@@ -3,7 +3,8 @@
 //! [`MockCluster`] holds a topology (brokers, topics, leaders) shared by its [`MockBroker`]
 //! actors. Each broker answers [`Call`]s the way a broker would: ApiVersions, Metadata and
 //! CreateTopics from the topology, Produce by appending to in-memory partition logs (read them
-//! with [`MockCluster::produced`]); anything else from responses the test scripted with
+//! with [`MockCluster::produced`]), the group APIs as the coordinator of one-member groups
+//! ([`MockGroup`]); anything else from responses the test scripted with
 //! [`MockCluster::script`] (first in, first out, per API, optionally per broker). Every request
 //! is logged with the broker that received it.
 //!
@@ -19,6 +20,7 @@ use actix::prelude::*;
 use bytes::BytesMut;
 use konsumer::kafka_protocol::messages::api_versions_response::ApiVersion;
 use konsumer::kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use konsumer::kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use konsumer::kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
@@ -26,11 +28,16 @@ use konsumer::kafka_protocol::messages::produce_response::{
     PartitionProduceResponse, TopicProduceResponse,
 };
 use konsumer::kafka_protocol::messages::{
-    ApiVersionsResponse, BrokerId, CreateTopicsResponse, MetadataResponse, ProduceRequest,
-    ProduceResponse, TopicName,
+    find_coordinator_response, offset_commit_response, offset_fetch_response, ApiVersionsResponse,
+    BrokerId, CreateTopicsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
+    HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupResponse, MetadataResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
+    ProduceRequest, ProduceResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 use konsumer::kafka_protocol::protocol::StrBytes;
-use konsumer::protocol::{decode_response, ApiKey, ApiVersionTable, RequestKind, ResponseKind};
+use konsumer::protocol::{
+    decode_response, fit_to_version, ApiKey, ApiVersionTable, RequestKind, ResponseKind,
+};
 use konsumer::records::{decode_all, DecodeOptions, Record};
 use konsumer::{Error, KafkaCode};
 
@@ -65,6 +72,27 @@ struct State {
     received: Vec<Received>,
     /// What Produce requests wrote, per topic and partition, in offset order.
     logs: BTreeMap<(String, i32), Vec<Record>>,
+    /// Consumer groups the brokers coordinate (see [`MockGroup`]).
+    groups: BTreeMap<String, MockGroup>,
+    next_member: u64,
+    /// One-shot answer delays per API (see [`MockCluster::delay`]).
+    delays: Vec<(ApiKey, std::time::Duration)>,
+}
+
+/// A group as the mocked coordinator keeps it. The mock coordinates groups of **one member
+/// at a time** (the newest joiner is the whole group and its leader): enough to drive one
+/// member through every step and every scripted error without a network. Groups of several
+/// members are tested against tansu.
+#[derive(Debug, Default, Clone)]
+pub struct MockGroup {
+    pub generation: i32,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub protocol: Option<String>,
+    /// The member's assignment bytes, as the leader sent them in SyncGroup.
+    pub assignment: bytes::Bytes,
+    /// Committed offsets: (topic, partition) -> (offset, metadata).
+    pub committed: BTreeMap<(String, i32), (i64, Option<String>)>,
 }
 
 /// A cluster of mocked brokers sharing one topology. Cheap to clone (shared state).
@@ -139,6 +167,23 @@ impl MockCluster {
             .unwrap_or_default()
     }
 
+    /// The answer to the next request of `api` comes `delay` late (the request is logged
+    /// when it arrives), as a JoinGroup waits on a broker while others join.
+    pub fn delay(&self, api: ApiKey, delay: std::time::Duration) {
+        self.state().delays.push((api, delay));
+    }
+
+    fn take_delay(&self, api: ApiKey) -> Option<std::time::Duration> {
+        let mut state = self.state();
+        let i = state.delays.iter().position(|(a, _)| *a == api)?;
+        Some(state.delays.remove(i).1)
+    }
+
+    /// The mocked coordinator's view of `group`.
+    pub fn group(&self, group: &str) -> Option<MockGroup> {
+        self.state().groups.get(group).cloned()
+    }
+
     /// How many requests of `api` the brokers have received.
     pub fn count(&self, api: ApiKey) -> usize {
         self.state()
@@ -173,9 +218,12 @@ impl MockCluster {
             .unwrap_or_else(ApiVersionTable::everything);
         let api = call.api_key();
         let version = table.select(api, call.max_version, &broker)?;
+        let mut request = call.request().clone();
+        fit_to_version(&mut request, version);
+        let request = &request;
         // What the wire would do: a field this version lacks is an encoding error.
         let mut scratch = BytesMut::new();
-        call.request()
+        request
             .encode(&mut scratch, version)
             .map_err(|e| Error::Encode {
                 api,
@@ -186,9 +234,9 @@ impl MockCluster {
             node_id,
             api,
             version,
-            request: call.request().clone(),
+            request: request.clone(),
         });
-        if matches!(call.request(), RequestKind::Produce(p) if p.acks == 0) {
+        if matches!(request, RequestKind::Produce(p) if p.acks == 0) {
             // A broker sends nothing back for acks=0; the connection replies this way.
             return Ok(Reply {
                 version,
@@ -202,7 +250,7 @@ impl MockCluster {
             .and_then(|i| state.scripted.remove(i));
         let response = match scripted {
             Some(s) => s.answer?,
-            None => match call.request() {
+            None => match request {
                 RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions(&table)),
                 RequestKind::Metadata(req) => {
                     let names = req.topics.as_ref().map(|ts| {
@@ -239,6 +287,40 @@ impl MockCluster {
                 }
                 RequestKind::Produce(req) => {
                     ResponseKind::Produce(produce(&mut state, node_id, req))
+                }
+                RequestKind::FindCoordinator(req) => {
+                    ResponseKind::FindCoordinator(find_coordinator(&state, req))
+                }
+                RequestKind::JoinGroup(req) => {
+                    ResponseKind::JoinGroup(join_group(&mut state, version, req))
+                }
+                RequestKind::SyncGroup(req) => ResponseKind::SyncGroup(sync_group(&mut state, req)),
+                RequestKind::Heartbeat(req) => {
+                    ResponseKind::Heartbeat(HeartbeatResponse::default().with_error_code(
+                        member_check(&state, &req.group_id.0, &req.member_id, req.generation_id),
+                    ))
+                }
+                RequestKind::LeaveGroup(req) => {
+                    let leaving: Vec<String> = if req.members.is_empty() {
+                        vec![req.member_id.to_string()]
+                    } else {
+                        req.members
+                            .iter()
+                            .map(|m| m.member_id.to_string())
+                            .collect()
+                    };
+                    if let Some(g) = state.groups.get_mut(req.group_id.0.as_str()) {
+                        if leaving.contains(&g.member_id) {
+                            g.member_id.clear();
+                        }
+                    }
+                    ResponseKind::LeaveGroup(LeaveGroupResponse::default())
+                }
+                RequestKind::OffsetCommit(req) => {
+                    ResponseKind::OffsetCommit(offset_commit(&mut state, req))
+                }
+                RequestKind::OffsetFetch(req) => {
+                    ResponseKind::OffsetFetch(offset_fetch(&state, req))
                 }
                 _ => {
                     return Err(Error::Protocol {
@@ -315,6 +397,174 @@ fn produce(state: &mut State, node_id: i32, request: &ProduceRequest) -> Produce
     ProduceResponse::default().with_responses(topics)
 }
 
+/// The coordinator of every group is the controller (the first broker added).
+fn find_coordinator(state: &State, req: &FindCoordinatorRequest) -> FindCoordinatorResponse {
+    let node = state.controller.unwrap_or(-1);
+    let (host, port) = state.brokers.get(&node).cloned().unwrap_or_default();
+    let host = StrBytes::from_string(host);
+    let mut response = FindCoordinatorResponse::default()
+        .with_node_id(BrokerId(node))
+        .with_host(host.clone())
+        .with_port(port);
+    if !req.coordinator_keys.is_empty() {
+        response = FindCoordinatorResponse::default().with_coordinators(
+            req.coordinator_keys
+                .iter()
+                .map(|key| {
+                    find_coordinator_response::Coordinator::default()
+                        .with_key(key.clone())
+                        .with_node_id(BrokerId(node))
+                        .with_host(host.clone())
+                        .with_port(port)
+                })
+                .collect(),
+        );
+    }
+    response
+}
+
+fn join_group(state: &mut State, version: i16, req: &JoinGroupRequest) -> JoinGroupResponse {
+    let group_name = req.group_id.0.to_string();
+    if req.member_id.is_empty() && version >= 4 {
+        state.next_member += 1;
+        let id = format!("mock-member-{}", state.next_member);
+        return JoinGroupResponse::default()
+            .with_error_code(KafkaCode::MemberIdRequired.code())
+            .with_member_id(StrBytes::from_string(id));
+    }
+    let member_id = if req.member_id.is_empty() {
+        state.next_member += 1;
+        StrBytes::from_string(format!("mock-member-{}", state.next_member))
+    } else {
+        req.member_id.clone()
+    };
+    let Some(protocol) = req.protocols.first() else {
+        return JoinGroupResponse::default()
+            .with_error_code(KafkaCode::InconsistentGroupProtocol.code());
+    };
+    let group = state.groups.entry(group_name).or_default();
+    group.generation += 1;
+    group.member_id = member_id.to_string();
+    group.group_instance_id = req.group_instance_id.as_ref().map(|i| i.to_string());
+    group.protocol = Some(protocol.name.to_string());
+    group.assignment = bytes::Bytes::new();
+    JoinGroupResponse::default()
+        .with_generation_id(group.generation)
+        .with_protocol_type(Some(req.protocol_type.clone()))
+        .with_protocol_name(Some(protocol.name.clone()))
+        .with_leader(member_id.clone())
+        .with_member_id(member_id.clone())
+        .with_members(vec![JoinGroupResponseMember::default()
+            .with_member_id(member_id)
+            .with_group_instance_id(req.group_instance_id.clone())
+            .with_metadata(protocol.metadata.clone())])
+}
+
+/// The error a coordinator gives a request from `member` in `generation`: 0 if it is the
+/// group's current member and generation.
+fn member_check(state: &State, group: &str, member: &str, generation: i32) -> i16 {
+    match state.groups.get(group) {
+        Some(g) if !g.member_id.is_empty() && g.member_id == member => {
+            if g.generation == generation {
+                0
+            } else {
+                KafkaCode::IllegalGeneration.code()
+            }
+        }
+        _ => KafkaCode::UnknownMemberId.code(),
+    }
+}
+
+fn sync_group(state: &mut State, req: &SyncGroupRequest) -> SyncGroupResponse {
+    let code = member_check(state, &req.group_id.0, &req.member_id, req.generation_id);
+    if code != 0 {
+        return SyncGroupResponse::default().with_error_code(code);
+    }
+    let Some(group) = state.groups.get_mut(req.group_id.0.as_str()) else {
+        return SyncGroupResponse::default().with_error_code(KafkaCode::UnknownMemberId.code());
+    };
+    if let Some(mine) = req
+        .assignments
+        .iter()
+        .find(|a| a.member_id == req.member_id)
+    {
+        group.assignment = mine.assignment.clone();
+    }
+    SyncGroupResponse::default()
+        .with_protocol_type(req.protocol_type.clone())
+        .with_protocol_name(req.protocol_name.clone())
+        .with_assignment(group.assignment.clone())
+}
+
+fn offset_commit(state: &mut State, req: &OffsetCommitRequest) -> OffsetCommitResponse {
+    let code = member_check(
+        state,
+        &req.group_id.0,
+        &req.member_id,
+        req.generation_id_or_member_epoch,
+    );
+    let group = state.groups.entry(req.group_id.0.to_string()).or_default();
+    let topics = req
+        .topics
+        .iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    if code == 0 {
+                        group.committed.insert(
+                            (topic.name.0.to_string(), p.partition_index),
+                            (
+                                p.committed_offset,
+                                p.committed_metadata.as_ref().map(|m| m.to_string()),
+                            ),
+                        );
+                    }
+                    offset_commit_response::OffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code)
+                })
+                .collect();
+            offset_commit_response::OffsetCommitResponseTopic::default()
+                .with_name(topic.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+fn offset_fetch(state: &State, req: &OffsetFetchRequest) -> OffsetFetchResponse {
+    let group = state.groups.get(req.group_id.0.as_str());
+    let topics = req
+        .topics
+        .iter()
+        .flatten()
+        .map(|topic| {
+            let partitions = topic
+                .partition_indexes
+                .iter()
+                .map(|p| {
+                    let committed =
+                        group.and_then(|g| g.committed.get(&(topic.name.0.to_string(), *p)));
+                    offset_fetch_response::OffsetFetchResponsePartition::default()
+                        .with_partition_index(*p)
+                        .with_committed_offset(committed.map_or(-1, |c| c.0))
+                        .with_metadata(
+                            committed
+                                .and_then(|c| c.1.clone())
+                                .map(StrBytes::from_string),
+                        )
+                })
+                .collect();
+            offset_fetch_response::OffsetFetchResponseTopic::default()
+                .with_name(topic.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetFetchResponse::default().with_topics(topics)
+}
+
 fn api_versions(table: &ApiVersionTable) -> ApiVersionsResponse {
     let keys = ApiKey::iter()
         .filter_map(|k| {
@@ -388,16 +638,23 @@ impl Actor for MockBroker {
 }
 
 impl Handler<Call> for MockBroker {
-    type Result = Result<Reply, Error>;
+    type Result = ResponseFuture<Result<Reply, Error>>;
 
     fn handle(&mut self, call: Call, _: &mut Context<Self>) -> Self::Result {
-        match self.node_id {
+        let answer = match self.node_id {
             Some(node_id) => self.cluster.answer(node_id, &call),
             None => Err(Error::Connect {
                 broker: self.address.clone(),
                 reason: "no mocked broker at this address".into(),
             }),
-        }
+        };
+        let delay = self.cluster.take_delay(call.api_key());
+        Box::pin(async move {
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
+            answer
+        })
     }
 }
 

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs the rebalance latency benchmark (benches/group_join.rs): for konsumer's Coordinator and
+# for librdkafka's consumer (rdkafka crate), the time from a second member starting to both
+# members holding their partitions, on one local tansu broker, taking turns; prints each round,
+# the medians and the ratio — the table in BENCHMARKS.md. Installs tansu first if needed.
+#
+#   bash scripts/bench-group.sh              # 5 rounds
+#   bash scripts/bench-group.sh --rounds 9
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+out="$(bash scripts/install-tansu.sh)"
+KONSUMER_TANSU="$(printf '%s\n' "$out" | tail -n 1)"
+export KONSUMER_TANSU
+echo "KONSUMER_TANSU=$KONSUMER_TANSU" >&2
+
+cargo bench --bench group_join -- "$@"
