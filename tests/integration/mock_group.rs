@@ -785,3 +785,88 @@ async fn bad_settings_name_their_field() {
         other => panic!("expected a config error, got {:?}", other.err()),
     }
 }
+
+#[actix::test]
+async fn the_next_heartbeat_waits_for_the_previous_answer() {
+    let mock = mock();
+    let mut member = start(&mock, config(&["orders"])).await;
+    let mut seen = Vec::new();
+    member.assigned(&mut seen).await;
+    // Five slow answers of 300 ms each: at a 50 ms interval, a client that did not wait
+    // would send about 30 heartbeats in 1.5 s; one that waits sends at most 5 or 6.
+    for _ in 0..5 {
+        mock.delay(ApiKey::Heartbeat, Duration::from_millis(300));
+    }
+    let before = mock.count(ApiKey::Heartbeat);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let sent = mock.count(ApiKey::Heartbeat) - before;
+    assert!((3..=7).contains(&sent), "{sent} heartbeats in 1.5 s");
+}
+
+#[actix::test]
+async fn a_failing_step_backs_off_instead_of_spinning() {
+    let mock = mock();
+    for _ in 0..1000 {
+        mock.script(
+            ApiKey::FindCoordinator,
+            None,
+            Err(broker_error(KafkaCode::GroupAuthorizationFailed)),
+        );
+    }
+    let mut member = start(&mock, config(&["orders"])).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Backoff 10, 20, 40, 40, ... ms: about a dozen attempts, not hundreds.
+    let attempts = mock.count(ApiKey::FindCoordinator);
+    assert!((5..=25).contains(&attempts), "{attempts} lookups in 500 ms");
+    let mut seen = Vec::new();
+    let error = member
+        .until("a reported error", &mut seen, |e| match e {
+            GroupEvent::RebalanceError { error, .. } => Some(error.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        error.kafka_code(),
+        Some(KafkaCode::GroupAuthorizationFailed)
+    );
+}
+
+#[actix::test]
+async fn commit_retention_is_sent_only_to_versions_that_have_it() {
+    for (max_version, expected) in [(4i16, 3_600_000i64), (9, -1)] {
+        let mock = mock();
+        let table = konsumer::protocol::ApiVersionTable::from_ranges(ApiKey::iter().map(|k| {
+            let r = k.valid_versions();
+            let max = if k == ApiKey::OffsetCommit {
+                max_version
+            } else {
+                r.max
+            };
+            (k as i16, r.min, max)
+        }));
+        mock.set_versions(table);
+        let mut config = config(&["orders"]);
+        config.offset_retention = Some(Duration::from_secs(3600));
+        let mut member = start(&mock, config).await;
+        let mut seen = Vec::new();
+        member.assigned(&mut seen).await;
+        let offsets = [(("orders".to_string(), 2), CommitOffset::new(5))]
+            .into_iter()
+            .collect();
+        member
+            .coordinator
+            .send(Commit { offsets })
+            .await
+            .unwrap()
+            .expect("commit");
+        let sent: Vec<(i16, i64)> = mock
+            .received()
+            .into_iter()
+            .filter_map(|r| match r.request {
+                RequestKind::OffsetCommit(c) => Some((r.version, c.retention_time_ms)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent, [(max_version, expected)]);
+    }
+}

@@ -178,6 +178,45 @@ impl Group {
         Ok(())
     }
 
+    /// How many konsumer members say they lead their generation.
+    async fn konsumer_leaders(&self) -> usize {
+        let mut leaders = 0;
+        for m in &self.ours {
+            if m.membership().await.is_some_and(|s| s.leader) {
+                leaders += 1;
+            }
+        }
+        leaders
+    }
+
+    /// Waits for exact coverage at a moment when a konsumer member leads (`konsumer_leads`)
+    /// or none does (a librdkafka member leads), and all konsumer members share a generation.
+    async fn wait_covered_led(&self, konsumer_leads: bool, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let covered = self.covered().await;
+            let leaders = self.konsumer_leaders().await;
+            let generations: Vec<_> = self
+                .snapshot()
+                .await
+                .into_iter()
+                .filter_map(|s| s.2)
+                .collect();
+            let one_generation = generations.windows(2).all(|w| w[0] == w[1]);
+            if covered.is_ok() && leaders == usize::from(konsumer_leads) && one_generation {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "group {}: no moment with exact coverage under a {} leader: {covered:?}, konsumer leaders {leaders}, generations {generations:?}",
+                    self.name,
+                    if konsumer_leads { "konsumer" } else { "librdkafka" }
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn wait_covered(&self, within: Duration) {
         let deadline = Instant::now() + within;
         loop {
@@ -264,24 +303,13 @@ async fn konsumer_and_librdkafka_members_share_groups_with_every_common_strategy
             ));
         }
     }
-    // All four members in, each partition once.
-    for (_, group) in &groups {
-        group.wait_covered(Duration::from_secs(90)).await;
-    }
-    // The intended side leads.
+    // All four members in, each partition once, while the intended side leads: the members
+    // of the other side are then holding what that leader computed. (Checked together, because
+    // tansu may move the leadership of a cooperative group between generations.)
     for (konsumer_leads, group) in &groups {
-        let mut leaders = Vec::new();
-        for m in &group.ours {
-            if m.membership().await.is_some_and(|s| s.leader) {
-                leaders.push(m.name.clone());
-            }
-        }
-        assert_eq!(
-            leaders.len(),
-            usize::from(*konsumer_leads),
-            "group {}: konsumer leaders {leaders:?}",
-            group.name
-        );
+        group
+            .wait_covered_led(*konsumer_leads, Duration::from_secs(90))
+            .await;
     }
     // Then nothing moves (eager strategies; see the module doc for cooperative-sticky).
     let mut before = Vec::new();
