@@ -2,6 +2,7 @@
 //! join, every row of the group error table, commits and offset fetches, subscriptions,
 //! static membership, and leaving.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,7 +47,7 @@ fn config(topics: &[&str]) -> GroupConfig {
         .expect("built-in");
     config.session_timeout = Duration::from_millis(1500);
     config.heartbeat_interval = Duration::from_millis(50);
-    config.rebalance_timeout = Duration::from_secs(5);
+    config.rebalance_timeout = Duration::from_secs(2);
     config.metadata_check_interval = Duration::from_millis(100);
     config.retry_backoff = Backoff {
         initial: Duration::from_millis(10),
@@ -737,9 +738,12 @@ async fn static_member_sends_its_instance_id_and_does_not_leave() {
         }
     }
     assert_eq!(saw, (true, true, true));
+    let group = mock.group(GROUP).unwrap();
+    let instances: Vec<Option<String>> = group.members.into_values().collect();
     assert_eq!(
-        mock.group(GROUP).unwrap().group_instance_id.as_deref(),
-        Some("host-7")
+        instances,
+        [Some("host-7".to_string())],
+        "still a member after close"
     );
 }
 
@@ -868,5 +872,167 @@ async fn commit_retention_is_sent_only_to_versions_that_have_it() {
             })
             .collect();
         assert_eq!(sent, [(max_version, expected)]);
+    }
+}
+
+/// What every member of a group said, in the order it arrived (one task per member forwards
+/// its events here with the member's index).
+struct Timeline {
+    events: Arc<std::sync::Mutex<Vec<(usize, GroupEvent)>>>,
+}
+
+impl Timeline {
+    fn new() -> Self {
+        Timeline {
+            events: Arc::new(std::sync::Mutex::new(Vec::new())),
+        }
+    }
+
+    fn follow(&self, index: usize, mut events: UnboundedReceiver<GroupEvent>) {
+        let all = self.events.clone();
+        actix::spawn(async move {
+            while let Some(event) = events.recv().await {
+                all.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((index, event));
+            }
+        });
+    }
+
+    fn take(&self) -> Vec<(usize, GroupEvent)> {
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Each member's (generation, partitions of `topic`) when all hold one generation and every
+/// partition exactly once.
+async fn settled(
+    members: &[Addr<Coordinator>],
+    topic: &str,
+    partitions: i32,
+) -> Option<Vec<(i32, Vec<i32>)>> {
+    let mut out = Vec::new();
+    let mut all = Vec::new();
+    for m in members {
+        let s = m.send(GetMembership).await.ok()?;
+        if s.generation < 0 {
+            return None;
+        }
+        let mine = s
+            .assignment
+            .partitions
+            .get(topic)
+            .cloned()
+            .unwrap_or_default();
+        all.extend(mine.iter().copied());
+        out.push((s.generation, mine));
+    }
+    all.sort_unstable();
+    let one_generation = out.windows(2).all(|w| w[0].0 == w[1].0);
+    (one_generation && all == (0..partitions).collect::<Vec<_>>()).then_some(out)
+}
+
+/// With the mocked coordinator's join and sync barriers (Kafka's semantics), groups of
+/// konsumer members converge with every assignor and then stay put; a member joining later
+/// takes its share; with cooperative-sticky, members keep what they keep (only moved
+/// partitions are revoked) and no partition is claimed before its old owner revoked it.
+#[actix::test]
+async fn groups_converge_and_stay_put_with_every_assignor() {
+    for assignor in ["range", "roundrobin", "sticky", "cooperative-sticky"] {
+        let mock = MockCluster::new();
+        mock.add_broker(1, "mock-1", 9092)
+            .add_topic("events", &[1; 12]);
+        let timeline = Timeline::new();
+        let mut members = Vec::new();
+        let config = || {
+            let mut c = config(&["events"]);
+            c.assignors = GroupConfig::new(GROUP, ["events"])
+                .with_assignors(&[assignor])
+                .expect("built-in")
+                .assignors;
+            c
+        };
+        for i in 0..3 {
+            let member = start(&mock, config()).await;
+            timeline.follow(i, member.events);
+            members.push(member.coordinator);
+        }
+        let first = eventually(Duration::from_secs(10), "three members settled", || async {
+            settled(&members, "events", 12).await
+        })
+        .await;
+        assert!(
+            first.iter().all(|(_, ps)| ps.len() == 4),
+            "{assignor}: {first:?}"
+        );
+        // Stays put: 30 heartbeat intervals later, the same generation.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let still = settled(&members, "events", 12).await;
+        assert_eq!(
+            still.as_ref(),
+            Some(&first),
+            "{assignor}: the group moved on its own"
+        );
+        timeline.take();
+
+        // A fourth member: each gets 3.
+        let fourth = start(&mock, config()).await;
+        timeline.follow(3, fourth.events);
+        members.push(fourth.coordinator);
+        let second = eventually(Duration::from_secs(10), "four members settled", || async {
+            settled(&members, "events", 12)
+                .await
+                .filter(|s| s.iter().all(|(_, ps)| ps.len() == 3))
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(
+            settled(&members, "events", 12).await.as_ref(),
+            Some(&second),
+            "{assignor}: the group moved on its own"
+        );
+        let events = timeline.take();
+        let revoked: usize = events
+            .iter()
+            .map(|(_, e)| match e {
+                GroupEvent::Revoked { partitions, .. } => partitions.values().map(Vec::len).sum(),
+                _ => 0,
+            })
+            .sum();
+        if assignor == "cooperative-sticky" {
+            // Only the three partitions that moved to the new member were revoked.
+            assert_eq!(revoked, 3, "{events:#?}");
+            // No partition was claimed while another member still held it.
+            let mut owner: BTreeMap<i32, usize> = first
+                .iter()
+                .enumerate()
+                .flat_map(|(i, (_, ps))| ps.iter().map(move |p| (*p, i)))
+                .collect();
+            for (member, event) in &events {
+                match event {
+                    GroupEvent::Revoked { partitions, .. } => {
+                        for p in partitions.get("events").into_iter().flatten() {
+                            assert_eq!(owner.remove(p), Some(*member), "{events:#?}");
+                        }
+                    }
+                    GroupEvent::RebalanceOk { claimed, .. } => {
+                        for p in claimed.get("events").into_iter().flatten() {
+                            assert_eq!(
+                                owner.insert(*p, *member),
+                                None,
+                                "partition {p} claimed by member {member} before it was revoked: {events:#?}"
+                            );
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            // Eager: the three old members gave up everything before rejoining.
+            assert_eq!(revoked, 12, "{assignor}");
+        }
+        for m in &members {
+            m.send(konsumer_actors::messages::Close).await.unwrap();
+        }
     }
 }

@@ -3,8 +3,9 @@
 //! [`MockCluster`] holds a topology (brokers, topics, leaders) shared by its [`MockBroker`]
 //! actors. Each broker answers [`Call`]s the way a broker would: ApiVersions, Metadata and
 //! CreateTopics from the topology, Produce by appending to in-memory partition logs (read them
-//! with [`MockCluster::produced`]), the group APIs as the coordinator of one-member groups
-//! ([`MockGroup`]); anything else from responses the test scripted with
+//! with [`MockCluster::produced`]), the group APIs as Kafka's group coordinator does, join and
+//! sync barriers included ([`coordinator`](super::coordinator)); anything else from responses
+//! the test scripted with
 //! [`MockCluster::script`] (first in, first out, per API, optionally per broker). Every request
 //! is logged with the broker that received it.
 //!
@@ -16,11 +17,12 @@ use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use tokio::sync::oneshot;
+
 use actix::prelude::*;
 use bytes::BytesMut;
 use konsumer::kafka_protocol::messages::api_versions_response::ApiVersion;
 use konsumer::kafka_protocol::messages::create_topics_response::CreatableTopicResult;
-use konsumer::kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use konsumer::kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
@@ -30,9 +32,8 @@ use konsumer::kafka_protocol::messages::produce_response::{
 use konsumer::kafka_protocol::messages::{
     find_coordinator_response, offset_commit_response, offset_fetch_response, ApiVersionsResponse,
     BrokerId, CreateTopicsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
-    HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupResponse, MetadataResponse,
-    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
-    ProduceRequest, ProduceResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
+    MetadataResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
+    OffsetFetchResponse, ProduceRequest, ProduceResponse, TopicName,
 };
 use konsumer::kafka_protocol::protocol::StrBytes;
 use konsumer::protocol::{
@@ -41,6 +42,7 @@ use konsumer::protocol::{
 use konsumer::records::{decode_all, DecodeOptions, Record};
 use konsumer::{Error, KafkaCode};
 
+use super::coordinator::{Answer, GroupCoordinator, MockGroup, Timer};
 use crate::cluster::Connector;
 use crate::messages::{Call, Purpose, Reply};
 
@@ -72,27 +74,10 @@ struct State {
     received: Vec<Received>,
     /// What Produce requests wrote, per topic and partition, in offset order.
     logs: BTreeMap<(String, i32), Vec<Record>>,
-    /// Consumer groups the brokers coordinate (see [`MockGroup`]).
-    groups: BTreeMap<String, MockGroup>,
-    next_member: u64,
+    /// Consumer groups the brokers coordinate (see [`coordinator`](super::coordinator)).
+    coordinator: GroupCoordinator,
     /// One-shot answer delays per API (see [`MockCluster::delay`]).
     delays: Vec<(ApiKey, std::time::Duration)>,
-}
-
-/// A group as the mocked coordinator keeps it. The mock coordinates groups of **one member
-/// at a time** (the newest joiner is the whole group and its leader): enough to drive one
-/// member through every step and every scripted error without a network. Groups of several
-/// members are tested against tansu.
-#[derive(Debug, Default, Clone)]
-pub struct MockGroup {
-    pub generation: i32,
-    pub member_id: String,
-    pub group_instance_id: Option<String>,
-    pub protocol: Option<String>,
-    /// The member's assignment bytes, as the leader sent them in SyncGroup.
-    pub assignment: bytes::Bytes,
-    /// Committed offsets: (topic, partition) -> (offset, metadata).
-    pub committed: BTreeMap<(String, i32), (i64, Option<String>)>,
 }
 
 /// A cluster of mocked brokers sharing one topology. Cheap to clone (shared state).
@@ -181,7 +166,7 @@ impl MockCluster {
 
     /// The mocked coordinator's view of `group`.
     pub fn group(&self, group: &str) -> Option<MockGroup> {
-        self.state().groups.get(group).cloned()
+        self.state().coordinator.snapshot(group)
     }
 
     /// How many requests of `api` the brokers have received.
@@ -209,7 +194,8 @@ impl MockCluster {
             .map(|(id, _)| *id)
     }
 
-    fn answer(&self, node_id: i32, call: &Call) -> Result<Reply, Error> {
+    /// Logs the request and works out its answer: at once, or when a group barrier opens.
+    fn respond(&self, node_id: i32, call: &Call) -> Result<Pending, Error> {
         let mut state = self.state();
         let broker = format!("mock broker {node_id}");
         let table = state
@@ -238,11 +224,18 @@ impl MockCluster {
         });
         if matches!(request, RequestKind::Produce(p) if p.acks == 0) {
             // A broker sends nothing back for acks=0; the connection replies this way.
-            return Ok(Reply {
+            return Ok(Pending {
+                api,
                 version,
-                response: ResponseKind::Produce(Default::default()),
+                broker,
+                answer: Box::pin(std::future::ready(Some(ResponseKind::Produce(
+                    Default::default(),
+                )))),
+                timer: None,
+                raw: true,
             });
         }
+        let mut timer = None;
         let scripted = state
             .scripted
             .iter()
@@ -292,29 +285,30 @@ impl MockCluster {
                     ResponseKind::FindCoordinator(find_coordinator(&state, req))
                 }
                 RequestKind::JoinGroup(req) => {
-                    ResponseKind::JoinGroup(join_group(&mut state, version, req))
-                }
-                RequestKind::SyncGroup(req) => ResponseKind::SyncGroup(sync_group(&mut state, req)),
-                RequestKind::Heartbeat(req) => {
-                    ResponseKind::Heartbeat(HeartbeatResponse::default().with_error_code(
-                        member_check(&state, &req.group_id.0, &req.member_id, req.generation_id),
-                    ))
-                }
-                RequestKind::LeaveGroup(req) => {
-                    let leaving: Vec<String> = if req.members.is_empty() {
-                        vec![req.member_id.to_string()]
-                    } else {
-                        req.members
-                            .iter()
-                            .map(|m| m.member_id.to_string())
-                            .collect()
-                    };
-                    if let Some(g) = state.groups.get_mut(req.group_id.0.as_str()) {
-                        if leaving.contains(&g.member_id) {
-                            g.member_id.clear();
+                    let (answer, started) = state.coordinator.join(version, req);
+                    timer = started;
+                    match answer {
+                        Answer::Now(r) => ResponseKind::JoinGroup(r),
+                        Answer::Later(rx) => {
+                            let wrap = ResponseKind::JoinGroup;
+                            return Ok(Pending::later(api, version, broker, timer, rx, wrap));
                         }
                     }
-                    ResponseKind::LeaveGroup(LeaveGroupResponse::default())
+                }
+                RequestKind::SyncGroup(req) => match state.coordinator.sync(req) {
+                    Answer::Now(r) => ResponseKind::SyncGroup(r),
+                    Answer::Later(rx) => {
+                        let wrap = ResponseKind::SyncGroup;
+                        return Ok(Pending::later(api, version, broker, None, rx, wrap));
+                    }
+                },
+                RequestKind::Heartbeat(req) => {
+                    ResponseKind::Heartbeat(state.coordinator.heartbeat(req))
+                }
+                RequestKind::LeaveGroup(req) => {
+                    let (response, started) = state.coordinator.leave(req);
+                    timer = started;
+                    ResponseKind::LeaveGroup(response)
                 }
                 RequestKind::OffsetCommit(req) => {
                     ResponseKind::OffsetCommit(offset_commit(&mut state, req))
@@ -331,7 +325,73 @@ impl MockCluster {
             },
         };
         drop(state);
-        // Through the wire format and back, at the negotiated version.
+        Ok(Pending {
+            api,
+            version,
+            broker,
+            answer: Box::pin(std::future::ready(Some(response))),
+            timer,
+            raw: false,
+        })
+    }
+
+    /// Starts the timer that ends a join barrier after the rebalance timeout.
+    fn arm(&self, timer: Timer) {
+        let cluster = self.clone();
+        actix::spawn(async move {
+            tokio::time::sleep(timer.after).await;
+            cluster
+                .state()
+                .coordinator
+                .rebalance_timed_out(&timer.group, timer.rebalance);
+        });
+    }
+}
+
+/// A request's answer, once the mock has decided it.
+struct Pending {
+    api: ApiKey,
+    version: i16,
+    broker: String,
+    answer: Later,
+    timer: Option<Timer>,
+    /// Handed back as is (acks=0 has no wire form).
+    raw: bool,
+}
+
+/// The answer to come: `None` if the coordinator dropped the request.
+type Later = std::pin::Pin<Box<dyn std::future::Future<Output = Option<ResponseKind>> + Send>>;
+
+impl Pending {
+    fn later<T: Send + 'static>(
+        api: ApiKey,
+        version: i16,
+        broker: String,
+        timer: Option<Timer>,
+        rx: oneshot::Receiver<T>,
+        wrap: fn(T) -> ResponseKind,
+    ) -> Self {
+        Pending {
+            api,
+            version,
+            broker,
+            answer: Box::pin(async move { rx.await.ok().map(wrap) }),
+            timer,
+            raw: false,
+        }
+    }
+
+    /// Waits for the answer, then passes it through the wire format and back at the
+    /// negotiated version.
+    async fn reply(self) -> Result<Reply, Error> {
+        let (api, version, broker) = (self.api, self.version, self.broker);
+        let response = self.answer.await.ok_or_else(|| Error::ConnectionClosed {
+            broker: broker.clone(),
+            detail: "(the mocked group coordinator dropped the request)".into(),
+        })?;
+        if self.raw {
+            return Ok(Reply { version, response });
+        }
         let mut frame = BytesMut::new();
         frame.extend_from_slice(&0i32.to_be_bytes()); // correlation id (response header v0)
         if api != ApiKey::ApiVersions && api.response_header_version(version) >= 1 {
@@ -423,87 +483,12 @@ fn find_coordinator(state: &State, req: &FindCoordinatorRequest) -> FindCoordina
     response
 }
 
-fn join_group(state: &mut State, version: i16, req: &JoinGroupRequest) -> JoinGroupResponse {
-    let group_name = req.group_id.0.to_string();
-    if req.member_id.is_empty() && version >= 4 {
-        state.next_member += 1;
-        let id = format!("mock-member-{}", state.next_member);
-        return JoinGroupResponse::default()
-            .with_error_code(KafkaCode::MemberIdRequired.code())
-            .with_member_id(StrBytes::from_string(id));
-    }
-    let member_id = if req.member_id.is_empty() {
-        state.next_member += 1;
-        StrBytes::from_string(format!("mock-member-{}", state.next_member))
-    } else {
-        req.member_id.clone()
-    };
-    let Some(protocol) = req.protocols.first() else {
-        return JoinGroupResponse::default()
-            .with_error_code(KafkaCode::InconsistentGroupProtocol.code());
-    };
-    let group = state.groups.entry(group_name).or_default();
-    group.generation += 1;
-    group.member_id = member_id.to_string();
-    group.group_instance_id = req.group_instance_id.as_ref().map(|i| i.to_string());
-    group.protocol = Some(protocol.name.to_string());
-    group.assignment = bytes::Bytes::new();
-    JoinGroupResponse::default()
-        .with_generation_id(group.generation)
-        .with_protocol_type(Some(req.protocol_type.clone()))
-        .with_protocol_name(Some(protocol.name.clone()))
-        .with_leader(member_id.clone())
-        .with_member_id(member_id.clone())
-        .with_members(vec![JoinGroupResponseMember::default()
-            .with_member_id(member_id)
-            .with_group_instance_id(req.group_instance_id.clone())
-            .with_metadata(protocol.metadata.clone())])
-}
-
-/// The error a coordinator gives a request from `member` in `generation`: 0 if it is the
-/// group's current member and generation.
-fn member_check(state: &State, group: &str, member: &str, generation: i32) -> i16 {
-    match state.groups.get(group) {
-        Some(g) if !g.member_id.is_empty() && g.member_id == member => {
-            if g.generation == generation {
-                0
-            } else {
-                KafkaCode::IllegalGeneration.code()
-            }
-        }
-        _ => KafkaCode::UnknownMemberId.code(),
-    }
-}
-
-fn sync_group(state: &mut State, req: &SyncGroupRequest) -> SyncGroupResponse {
-    let code = member_check(state, &req.group_id.0, &req.member_id, req.generation_id);
-    if code != 0 {
-        return SyncGroupResponse::default().with_error_code(code);
-    }
-    let Some(group) = state.groups.get_mut(req.group_id.0.as_str()) else {
-        return SyncGroupResponse::default().with_error_code(KafkaCode::UnknownMemberId.code());
-    };
-    if let Some(mine) = req
-        .assignments
-        .iter()
-        .find(|a| a.member_id == req.member_id)
-    {
-        group.assignment = mine.assignment.clone();
-    }
-    SyncGroupResponse::default()
-        .with_protocol_type(req.protocol_type.clone())
-        .with_protocol_name(req.protocol_name.clone())
-        .with_assignment(group.assignment.clone())
-}
-
 fn offset_commit(state: &mut State, req: &OffsetCommitRequest) -> OffsetCommitResponse {
-    let code = member_check(
-        state,
-        &req.group_id.0,
-        &req.member_id,
-        req.generation_id_or_member_epoch,
-    );
-    let group = state.groups.entry(req.group_id.0.to_string()).or_default();
+    let group = req.group_id.0.as_str();
+    let code =
+        state
+            .coordinator
+            .commit_check(group, &req.member_id, req.generation_id_or_member_epoch);
     let topics = req
         .topics
         .iter()
@@ -513,12 +498,12 @@ fn offset_commit(state: &mut State, req: &OffsetCommitRequest) -> OffsetCommitRe
                 .iter()
                 .map(|p| {
                     if code == 0 {
-                        group.committed.insert(
-                            (topic.name.0.to_string(), p.partition_index),
-                            (
-                                p.committed_offset,
-                                p.committed_metadata.as_ref().map(|m| m.to_string()),
-                            ),
+                        state.coordinator.commit(
+                            group,
+                            &topic.name.0,
+                            p.partition_index,
+                            p.committed_offset,
+                            p.committed_metadata.as_ref().map(|m| m.to_string()),
                         );
                     }
                     offset_commit_response::OffsetCommitResponsePartition::default()
@@ -535,7 +520,7 @@ fn offset_commit(state: &mut State, req: &OffsetCommitRequest) -> OffsetCommitRe
 }
 
 fn offset_fetch(state: &State, req: &OffsetFetchRequest) -> OffsetFetchResponse {
-    let group = state.groups.get(req.group_id.0.as_str());
+    let group = req.group_id.0.as_str();
     let topics = req
         .topics
         .iter()
@@ -545,8 +530,8 @@ fn offset_fetch(state: &State, req: &OffsetFetchRequest) -> OffsetFetchResponse 
                 .partition_indexes
                 .iter()
                 .map(|p| {
-                    let committed =
-                        group.and_then(|g| g.committed.get(&(topic.name.0.to_string(), *p)));
+                    let committed = state.coordinator.committed(group, &topic.name.0, *p);
+                    let committed = committed.as_ref();
                     offset_fetch_response::OffsetFetchResponsePartition::default()
                         .with_partition_index(*p)
                         .with_committed_offset(committed.map_or(-1, |c| c.0))
@@ -641,19 +626,24 @@ impl Handler<Call> for MockBroker {
     type Result = ResponseFuture<Result<Reply, Error>>;
 
     fn handle(&mut self, call: Call, _: &mut Context<Self>) -> Self::Result {
-        let answer = match self.node_id {
-            Some(node_id) => self.cluster.answer(node_id, &call),
+        let pending = match self.node_id {
+            Some(node_id) => self.cluster.respond(node_id, &call),
             None => Err(Error::Connect {
                 broker: self.address.clone(),
                 reason: "no mocked broker at this address".into(),
             }),
         };
         let delay = self.cluster.take_delay(call.api_key());
+        let cluster = self.cluster.clone();
         Box::pin(async move {
+            let mut pending = pending?;
+            if let Some(timer) = pending.timer.take() {
+                cluster.arm(timer);
+            }
             if let Some(delay) = delay {
                 tokio::time::sleep(delay).await;
             }
-            answer
+            pending.reply().await
         })
     }
 }
