@@ -6,8 +6,12 @@
 //!   broker over a connection per purpose.
 //! - [`producer::Producer`]: batched, compressed produce to partition leaders, with retries
 //!   that keep each partition's order.
+//! - [`coordinator::Coordinator`] and [`heartbeat::Heartbeat`]: one member of a consumer group
+//!   (find, join, assign as leader, sync, offsets, leave), with the error table in one place.
 //! - [`messages`]: every message the actors exchange.
-//! - `testkit` (cargo feature): a mocked broker actor and a real-broker (tansu) fixture.
+//! - `testkit` (cargo feature): mocked brokers (in process, or served over TCP for real
+//!   clients) with a group coordinator that keeps Kafka's barriers, and a real-broker (tansu)
+//!   fixture.
 //!
 //! The sans-IO core is re-exported as [`core`], so one dependency is enough.
 

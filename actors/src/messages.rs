@@ -32,6 +32,16 @@ impl Call {
             timeout: None,
         }
     }
+    /// A call from an untyped request, for code that relays requests (e.g. a mocked broker
+    /// serving TCP clients). `api_key` must be the request's API.
+    pub fn from_kind(api_key: ApiKey, request: RequestKind) -> Self {
+        Call {
+            api_key,
+            request,
+            max_version: None,
+            timeout: None,
+        }
+    }
     pub fn with_max_version(mut self, version: i16) -> Self {
         self.max_version = Some(version);
         self

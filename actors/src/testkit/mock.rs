@@ -30,10 +30,11 @@ use konsumer::kafka_protocol::messages::produce_response::{
     PartitionProduceResponse, TopicProduceResponse,
 };
 use konsumer::kafka_protocol::messages::{
-    find_coordinator_response, offset_commit_response, offset_fetch_response, ApiVersionsResponse,
-    BrokerId, CreateTopicsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
-    MetadataResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
-    OffsetFetchResponse, ProduceRequest, ProduceResponse, TopicName,
+    fetch_response, find_coordinator_response, list_offsets_response, offset_commit_response,
+    offset_fetch_response, ApiVersionsResponse, BrokerId, CreateTopicsResponse, FetchRequest,
+    FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse, ListOffsetsRequest,
+    ListOffsetsResponse, MetadataResponse, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetFetchRequest, OffsetFetchResponse, ProduceRequest, ProduceResponse, TopicName,
 };
 use konsumer::kafka_protocol::protocol::StrBytes;
 use konsumer::protocol::{
@@ -313,6 +314,10 @@ impl MockCluster {
                 RequestKind::OffsetCommit(req) => {
                     ResponseKind::OffsetCommit(offset_commit(&mut state, req))
                 }
+                RequestKind::ListOffsets(req) => {
+                    ResponseKind::ListOffsets(list_offsets(&state, req))
+                }
+                RequestKind::Fetch(req) => ResponseKind::Fetch(fetch(&state, req)),
                 RequestKind::OffsetFetch(req) => {
                     ResponseKind::OffsetFetch(offset_fetch(&state, req))
                 }
@@ -333,6 +338,42 @@ impl MockCluster {
             timer,
             raw: false,
         })
+    }
+
+    /// Answers `call` as broker `node_id`. The request is logged (and its answer decided) at
+    /// once; the returned future waits for barriers, scripted delays, and `hold_empty_fetch`
+    /// (how long an empty Fetch answer is held back, as a broker waits up to the fetch's max
+    /// wait for data).
+    pub(crate) fn answer_call(
+        &self,
+        node_id: i32,
+        call: Call,
+        hold_empty_fetch: Option<std::time::Duration>,
+    ) -> impl std::future::Future<Output = Result<Reply, Error>> + 'static {
+        let pending = self.respond(node_id, &call);
+        let delay = self.take_delay(call.api_key());
+        let cluster = self.clone();
+        async move {
+            let mut pending = pending?;
+            if let Some(timer) = pending.timer.take() {
+                cluster.arm(timer);
+            }
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
+            let reply = pending.reply().await?;
+            if let (Some(hold), ResponseKind::Fetch(f)) = (hold_empty_fetch, &reply.response) {
+                let empty = f.responses.iter().all(|t| {
+                    t.partitions
+                        .iter()
+                        .all(|p| p.records.as_ref().is_none_or(|r| r.is_empty()))
+                });
+                if empty {
+                    tokio::time::sleep(hold).await;
+                }
+            }
+            Ok(reply)
+        }
     }
 
     /// Starts the timer that ends a join barrier after the rebalance timeout.
@@ -550,6 +591,108 @@ fn offset_fetch(state: &State, req: &OffsetFetchRequest) -> OffsetFetchResponse 
     OffsetFetchResponse::default().with_topics(topics)
 }
 
+/// Earliest is 0, latest the log length; a timestamp lookup answers the log end.
+fn list_offsets(state: &State, req: &ListOffsetsRequest) -> ListOffsetsResponse {
+    let topics = req
+        .topics
+        .iter()
+        .map(|topic| {
+            let name = topic.name.0.to_string();
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let answer = list_offsets_response::ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_timestamp(-1);
+                    if !known_partition(state, &name, p.partition_index) {
+                        return answer.with_error_code(KafkaCode::UnknownTopicOrPartition.code());
+                    }
+                    let end = log_end(state, &name, p.partition_index);
+                    answer.with_offset(if p.timestamp == -2 { 0 } else { end })
+                })
+                .collect();
+            list_offsets_response::ListOffsetsTopicResponse::default()
+                .with_name(topic.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// What Produce wrote from the fetch offset on, re-encoded as one uncompressed batch; nothing
+/// (with the high watermark) when the partition holds nothing new.
+fn fetch(state: &State, req: &FetchRequest) -> FetchResponse {
+    let responses = req
+        .topics
+        .iter()
+        .map(|topic| {
+            let name = topic.topic.0.to_string();
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let end = log_end(state, &name, p.partition);
+                    let data = fetch_response::PartitionData::default()
+                        .with_partition_index(p.partition)
+                        .with_high_watermark(end)
+                        .with_last_stable_offset(end)
+                        .with_log_start_offset(0);
+                    if !known_partition(state, &name, p.partition) {
+                        return data.with_error_code(KafkaCode::UnknownTopicOrPartition.code());
+                    }
+                    let records: Vec<Record> = state
+                        .logs
+                        .get(&(name.clone(), p.partition))
+                        .map(|log| {
+                            log.iter()
+                                .filter(|r| r.offset >= p.fetch_offset)
+                                .cloned()
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let bytes = encode_log(&records);
+                    data.with_records(Some(bytes))
+                })
+                .collect();
+            fetch_response::FetchableTopicResponse::default()
+                .with_topic(topic.topic.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    FetchResponse::default().with_responses(responses)
+}
+
+fn known_partition(state: &State, topic: &str, partition: i32) -> bool {
+    state
+        .topics
+        .get(topic)
+        .is_some_and(|leaders| usize::try_from(partition).is_ok_and(|p| p < leaders.len()))
+}
+
+fn log_end(state: &State, topic: &str, partition: i32) -> i64 {
+    state
+        .logs
+        .get(&(topic.to_owned(), partition))
+        .map_or(0, |log| log.len() as i64)
+}
+
+/// One uncompressed RecordBatch v2 holding `records` (consecutive offsets from the first;
+/// headers left out) — empty bytes for no records.
+fn encode_log(records: &[Record]) -> bytes::Bytes {
+    let Some(first) = records.first() else {
+        return bytes::Bytes::new();
+    };
+    let mut batch =
+        konsumer::records::BatchBuilder::new(konsumer::compression::Compression::None, None)
+            .base_offset(first.offset);
+    let no_headers: &[(&str, Option<&[u8]>)] = &[];
+    for r in records {
+        batch.append(r.timestamp, r.key(), r.value(), no_headers);
+    }
+    batch.build().unwrap_or_default()
+}
+
 fn api_versions(table: &ApiVersionTable) -> ApiVersionsResponse {
     let keys = ApiKey::iter()
         .filter_map(|k| {
@@ -626,25 +769,16 @@ impl Handler<Call> for MockBroker {
     type Result = ResponseFuture<Result<Reply, Error>>;
 
     fn handle(&mut self, call: Call, _: &mut Context<Self>) -> Self::Result {
-        let pending = match self.node_id {
-            Some(node_id) => self.cluster.respond(node_id, &call),
-            None => Err(Error::Connect {
-                broker: self.address.clone(),
-                reason: "no mocked broker at this address".into(),
-            }),
-        };
-        let delay = self.cluster.take_delay(call.api_key());
-        let cluster = self.cluster.clone();
-        Box::pin(async move {
-            let mut pending = pending?;
-            if let Some(timer) = pending.timer.take() {
-                cluster.arm(timer);
+        match self.node_id {
+            Some(node_id) => Box::pin(self.cluster.answer_call(node_id, call, None)),
+            None => {
+                let error = Error::Connect {
+                    broker: self.address.clone(),
+                    reason: "no mocked broker at this address".into(),
+                };
+                Box::pin(async move { Err(error) })
             }
-            if let Some(delay) = delay {
-                tokio::time::sleep(delay).await;
-            }
-            pending.reply().await
-        })
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! - [`tansu`]: a real Kafka-compatible broker process on a free loopback port.
 
 pub mod coordinator;
+pub mod listener;
 pub mod log;
 pub mod mock;
 pub mod tansu;
