@@ -7,7 +7,7 @@
 //!    written, and is handed whole to a writer task. Responses are matched by correlation id and
 //!    decoded by the caller's future, so a big response does not hold up the actor.
 //! 3. Any I/O or framing error fails every in-flight request with the same typed error, and the
-//!    actor stops itself; its [`Supervisor`](actix::Supervisor) restarts it (fields survive), and
+//!    actor stops itself; its [`Supervisor`] restarts it (fields survive), and
 //!    `started` reconnects with capped, jittered exponential backoff.
 //!
 //! Requests that arrive while the connection is (re)connecting **wait**, bounded by their own

@@ -4,7 +4,7 @@
 //! without a member id is answered MEMBER_ID_REQUIRED with an id; join again at once with it)
 //! -> the leader runs the assignor for everyone -> SyncGroup -> OffsetFetch for the partitions
 //! it gained -> stable, with a [`Heartbeat`] beside it. Any of these can fail; what happens next
-//! is decided by one table ([`konsumer::group::recovery`]):
+//! is decided by one table ([`konsumer::group::recovery()`]):
 //!
 //! | error                                     | next move                                     |
 //! |-------------------------------------------|-----------------------------------------------|
