@@ -185,20 +185,7 @@ impl Coordinator {
 
     /// Topics the member subscribes to, given the cluster's topics now.
     fn wanted_topics(&self, metadata: &ClusterMetadata) -> BTreeSet<String> {
-        let mut topics = self.explicit.clone();
-        if !self.include.is_empty() {
-            topics.extend(
-                metadata
-                    .topics
-                    .values()
-                    .filter(|t| !t.is_internal)
-                    .map(|t| &t.name)
-                    .filter(|name| self.include.iter().any(|r| r.is_match(name)))
-                    .filter(|name| !self.exclude.iter().any(|r| r.is_match(name)))
-                    .cloned(),
-            );
-        }
-        topics
+        subscribed_topics(&self.explicit, &self.include, &self.exclude, metadata)
     }
 
     /// The next step, unless one is running: find the coordinator, (re)join, or keep
@@ -771,6 +758,30 @@ async fn connect_coordinator(cluster: &Addr<Cluster>, node: i32) -> Result<Coord
     })
 }
 
+/// The explicit topics, plus every non-internal topic of the cluster whose whole name matches an
+/// `include` pattern and no `exclude` pattern.
+fn subscribed_topics(
+    explicit: &BTreeSet<String>,
+    include: &[Regex],
+    exclude: &[Regex],
+    metadata: &ClusterMetadata,
+) -> BTreeSet<String> {
+    let mut topics = explicit.clone();
+    if !include.is_empty() {
+        topics.extend(
+            metadata
+                .topics
+                .values()
+                .filter(|t| !t.is_internal)
+                .map(|t| &t.name)
+                .filter(|name| include.iter().any(|r| r.is_match(name)))
+                .filter(|name| !exclude.iter().any(|r| r.is_match(name)))
+                .cloned(),
+        );
+    }
+    topics
+}
+
 fn partition_counts(
     metadata: &ClusterMetadata,
     topics: &BTreeSet<String>,
@@ -813,19 +824,7 @@ async fn join_and_sync(
         .send(GetMetadata { refresh: true })
         .await
         .map_err(|_| Error::Shutdown("cluster".into()))??;
-    let mut topics = input.explicit.clone();
-    if !input.include.is_empty() {
-        topics.extend(
-            metadata
-                .topics
-                .values()
-                .filter(|t| !t.is_internal)
-                .map(|t| &t.name)
-                .filter(|n| input.include.iter().any(|r| r.is_match(n)))
-                .filter(|n| !input.exclude.iter().any(|r| r.is_match(n)))
-                .cloned(),
-        );
-    }
+    let topics = subscribed_topics(&input.explicit, &input.include, &input.exclude, &metadata);
     let counts = partition_counts(&metadata, &topics);
     let mut protocols = Vec::with_capacity(config.assignors.len());
     for assignor in &config.assignors {
