@@ -104,6 +104,15 @@ pub fn normalize(partitions: &mut TopicPartitions) {
     });
 }
 
+/// An empty assignment for every member: what an assignor starts from, so that every member
+/// gets an answer, even one that receives nothing.
+pub fn empty_assignments(members: &[Member]) -> BTreeMap<String, Assignment> {
+    members
+        .iter()
+        .map(|m| (m.member_id.clone(), Assignment::default()))
+        .collect()
+}
+
 /// The partitions in `a` that are not in `b`.
 pub fn difference(a: &TopicPartitions, b: &TopicPartitions) -> TopicPartitions {
     let mut out = TopicPartitions::new();

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use super::empty_assignments;
 use super::roundrobin::member_order;
 use super::{Assignment, Assignor, Member};
 
@@ -21,10 +22,7 @@ impl Assignor for RangeAssignor {
         members: &[Member],
         partition_counts: &BTreeMap<String, i32>,
     ) -> BTreeMap<String, Assignment> {
-        let mut out: BTreeMap<String, Assignment> = members
-            .iter()
-            .map(|m| (m.member_id.clone(), Assignment::default()))
-            .collect();
+        let mut out = empty_assignments(members);
         for (topic, &count) in partition_counts {
             // Java's member order: static members by instance id first, then by member id.
             let mut subscribers: Vec<&Member> = members

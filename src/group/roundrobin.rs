@@ -11,6 +11,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashSet};
 
+use super::empty_assignments;
 use super::{Assignment, Assignor, Member};
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -38,10 +39,7 @@ impl Assignor for RoundRobinAssignor {
         members: &[Member],
         partition_counts: &BTreeMap<String, i32>,
     ) -> BTreeMap<String, Assignment> {
-        let mut out: BTreeMap<String, Assignment> = members
-            .iter()
-            .map(|m| (m.member_id.clone(), Assignment::default()))
-            .collect();
+        let mut out = empty_assignments(members);
         let mut order: Vec<&Member> = members.iter().collect();
         order.sort_by(|a, b| member_order(a, b));
         // A member id listed twice would get two turns per round for one assignment entry; the

@@ -32,6 +32,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::assignor::RebalanceProtocol;
+use super::empty_assignments;
 use super::{normalize, Assignment, Assignor, Member, Subscription, TopicPartitions};
 
 /// The eager sticky assignor. Its user data is Java's `StickyAssignorUserData` v1, the
@@ -268,10 +269,7 @@ fn sticky_assign(
     members: &[Member],
     partition_counts: &BTreeMap<String, i32>,
 ) -> BTreeMap<String, Assignment> {
-    let mut out: BTreeMap<String, Assignment> = members
-        .iter()
-        .map(|m| (m.member_id.clone(), Assignment::default()))
-        .collect();
+    let mut out = empty_assignments(members);
     let mut order: Vec<&Member> = members.iter().collect();
     order.sort_by(|a, b| a.member_id.cmp(&b.member_id));
     order.dedup_by(|b, a| a.member_id == b.member_id);
