@@ -82,6 +82,14 @@ async fn start(mock: &MockCluster, config: GroupConfig) -> Member {
     }
 }
 
+/// A member that has joined (its first assignment is in), with the events seen so far.
+async fn start_joined(mock: &MockCluster, config: GroupConfig) -> (Member, Vec<GroupEvent>) {
+    let mut member = start(mock, config).await;
+    let mut seen = Vec::new();
+    member.assigned(&mut seen).await;
+    (member, seen)
+}
+
 impl Member {
     /// The next event that `pick` accepts; earlier ones are collected into `skipped`.
     async fn until<T>(
@@ -237,9 +245,7 @@ async fn coordinator_lookup_retries_until_one_is_available() {
         Ok(ResponseKind::FindCoordinator(not_available)),
     );
     mock.script(ApiKey::FindCoordinator, None, Err(io_error()));
-    let mut member = start(&mock, config(&["orders"])).await;
-    let mut seen = Vec::new();
-    member.assigned(&mut seen).await;
+    let (_member, seen) = start_joined(&mock, config(&["orders"])).await;
     assert_eq!(mock.count(ApiKey::FindCoordinator), 3);
     assert!(reported_errors(&seen).is_empty(), "{seen:#?}");
 }
@@ -254,9 +260,7 @@ async fn join_answered_not_coordinator_finds_the_coordinator_again() {
             JoinGroupResponse::default().with_error_code(KafkaCode::NotCoordinator.code()),
         )),
     );
-    let mut member = start(&mock, config(&["orders"])).await;
-    let mut seen = Vec::new();
-    member.assigned(&mut seen).await;
+    let (_member, seen) = start_joined(&mock, config(&["orders"])).await;
     assert_eq!(mock.count(ApiKey::FindCoordinator), 2);
     assert!(reported_errors(&seen).is_empty(), "{seen:#?}");
 }
@@ -294,9 +298,7 @@ async fn heartbeat_rebalance_in_progress_rejoins_without_reporting_an_error() {
 #[actix::test]
 async fn heartbeat_illegal_generation_loses_partitions_and_rejoins() {
     let mock = mock();
-    let mut member = start(&mock, config(&["orders"])).await;
-    let mut seen = Vec::new();
-    member.assigned(&mut seen).await;
+    let (mut member, mut seen) = start_joined(&mock, config(&["orders"])).await;
     mock.script(
         ApiKey::Heartbeat,
         None,
@@ -316,9 +318,7 @@ async fn heartbeat_illegal_generation_loses_partitions_and_rejoins() {
 #[actix::test]
 async fn heartbeat_unknown_member_forgets_the_member_id() {
     let mock = mock();
-    let mut member = start(&mock, config(&["orders"])).await;
-    let mut seen = Vec::new();
-    member.assigned(&mut seen).await;
+    let (mut member, mut seen) = start_joined(&mock, config(&["orders"])).await;
     mock.script(
         ApiKey::Heartbeat,
         None,
@@ -421,9 +421,7 @@ async fn other_errors_are_reported_with_context_then_retried_after_a_pause() {
 #[actix::test]
 async fn heartbeats_go_on_during_a_long_join() {
     let mock = mock();
-    let mut member = start(&mock, config(&["orders"])).await;
-    let mut seen = Vec::new();
-    member.assigned(&mut seen).await;
+    let (mut member, mut seen) = start_joined(&mock, config(&["orders"])).await;
     // The next JoinGroup blocks for 1.5 s, as a broker does while it waits for other members.
     mock.delay(ApiKey::JoinGroup, Duration::from_millis(1500));
     mock.script(
@@ -450,9 +448,7 @@ async fn heartbeats_go_on_during_a_long_join() {
 async fn offsets_are_fetched_on_assignment_retrying_while_they_load() {
     let mock = mock();
     // First life: commit offsets.
-    let mut member = start(&mock, config(&["orders"])).await;
-    let mut seen = Vec::new();
-    member.assigned(&mut seen).await;
+    let (member, _seen) = start_joined(&mock, config(&["orders"])).await;
     let offsets = [
         (("orders".to_string(), 0), CommitOffset::new(42)),
         (("orders".to_string(), 3), CommitOffset::new(7)),
@@ -509,9 +505,7 @@ async fn offsets_are_fetched_on_assignment_retrying_while_they_load() {
 #[actix::test]
 async fn commit_carries_the_generation_and_drops_metadata_the_broker_finds_too_large() {
     let mock = mock();
-    let mut member = start(&mock, config(&["orders"])).await;
-    let mut seen = Vec::new();
-    member.assigned(&mut seen).await;
+    let (member, _seen) = start_joined(&mock, config(&["orders"])).await;
     let too_large =
         OffsetCommitResponse::default().with_topics(vec![OffsetCommitResponseTopic::default()
             .with_name(TopicName(StrBytes::from_static_str("orders")))
@@ -599,9 +593,7 @@ async fn commit_without_membership_is_refused() {
 async fn subscribing_to_several_topics_rejoins_once() {
     let mock = mock();
     mock.add_topic("billing", &[1]);
-    let mut member = start(&mock, config(&["orders"])).await;
-    let mut seen = Vec::new();
-    member.assigned(&mut seen).await;
+    let (mut member, mut seen) = start_joined(&mock, config(&["orders"])).await;
     member
         .coordinator
         .send(Subscribe {
@@ -654,9 +646,7 @@ async fn new_partitions_and_pattern_matches_make_the_member_rejoin() {
 #[actix::test]
 async fn close_leaves_the_group_and_revokes_everything() {
     let mock = mock();
-    let mut member = start(&mock, config(&["orders"])).await;
-    let mut seen = Vec::new();
-    member.assigned(&mut seen).await;
+    let (mut member, mut seen) = start_joined(&mock, config(&["orders"])).await;
     let id = member
         .coordinator
         .send(GetMembership)
@@ -793,9 +783,7 @@ async fn bad_settings_name_their_field() {
 #[actix::test]
 async fn the_next_heartbeat_waits_for_the_previous_answer() {
     let mock = mock();
-    let mut member = start(&mock, config(&["orders"])).await;
-    let mut seen = Vec::new();
-    member.assigned(&mut seen).await;
+    let (_member, _seen) = start_joined(&mock, config(&["orders"])).await;
     // Five slow answers of 300 ms each: at a 50 ms interval, a client that did not wait
     // would send about 30 heartbeats in 1.5 s; one that waits sends at most 5 or 6.
     for _ in 0..5 {
