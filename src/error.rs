@@ -222,6 +222,17 @@ pub enum Error {
     /// compression), or a batch that cannot be encoded. Says which topic, partition and batch.
     #[error("{0}")]
     Records(Box<crate::records::RecordsError>),
+
+    /// A user's handler failed a record (after the retries its policy allows), or its actor
+    /// is gone. Says which topic, partition and offset.
+    #[error("handler failed {topic}/{partition} at offset {offset} after {attempts} attempt(s): {detail}")]
+    Handler {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        attempts: u32,
+        detail: String,
+    },
 }
 
 impl Error {
@@ -249,7 +260,8 @@ impl Error {
             | Error::QueueFull { .. }
             | Error::DeliveryTimeout { .. }
             | Error::GroupProtocol { .. }
-            | Error::Records(_) => false,
+            | Error::Records(_)
+            | Error::Handler { .. } => false,
         }
     }
 

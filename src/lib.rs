@@ -8,8 +8,10 @@
 pub mod backoff;
 pub mod compression;
 pub mod config;
+pub mod consumer;
 pub mod error;
 pub mod group;
+pub mod offsets;
 pub mod partitioner;
 pub mod producer;
 pub mod protocol;
