@@ -7,12 +7,10 @@
 //! just as it would on a real broker. Requests are decoded with `kafka-protocol`, answered by
 //! the same code that answers in-process [`Call`]s, and encoded back at the client's version.
 //!
-//! Besides the group APIs, enough of a data path for a consumer to sit idle: ListOffsets
-//! (earliest 0, latest = log length) and Fetch (what Produce wrote, or an empty answer after
-//! the fetch's max wait). Advertise only what is served with [`MockCluster::set_versions`]
+//! Besides the group APIs, the data path of a partition leader: Produce, ListOffsets and
+//! Fetch (the stored batches, or an empty answer after the fetch's max wait, at most 500 ms;
+//! see [`mock`](super::mock)). Advertise only what is served with [`MockCluster::set_versions`]
 //! (see [`consumer_versions`]); a request the mock cannot answer closes its connection.
-
-use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use konsumer::kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
@@ -103,15 +101,11 @@ async fn answer(cluster: &MockCluster, node_id: i32, mut frame: Bytes) -> Result
         .map_err(|e| format!("{api:?} v{version} header: {e:#}"))?;
     let request = RequestKind::decode(api, &mut frame, version)
         .map_err(|e| format!("{api:?} v{version} request: {e:#}"))?;
-    // A broker holds an empty fetch for its max wait; answering at once would make the client
-    // spin.
-    let hold = match &request {
-        RequestKind::Fetch(f) => Some(Duration::from_millis(f.max_wait_ms.clamp(0, 500) as u64)),
-        _ => None,
-    };
+    // An empty Fetch is held there as a broker's long poll (up to its max wait, at most
+    // 500 ms), as for in-process calls.
     let call = Call::from_kind(api, request).with_max_version(version);
     let reply = cluster
-        .answer_call(node_id, call, hold)
+        .answer_call(node_id, call)
         .await
         .map_err(|e| format!("{api:?} v{version}: {e}"))?;
     if reply.version != version {

@@ -3,11 +3,28 @@
 //! [`MockCluster`] holds a topology (brokers, topics, leaders) shared by its [`MockBroker`]
 //! actors. Each broker answers [`Call`]s the way a broker would: ApiVersions, Metadata and
 //! CreateTopics from the topology, Produce by appending to in-memory partition logs (read them
-//! with [`MockCluster::produced`]), the group APIs as Kafka's group coordinator does, join and
-//! sync barriers included ([`coordinator`](super::coordinator)); anything else from responses
-//! the test scripted with
-//! [`MockCluster::script`] (first in, first out, per API, optionally per broker). Every request
-//! is logged with the broker that received it.
+//! with [`MockCluster::produced`]), Fetch and ListOffsets from those logs as a partition leader
+//! does, the group APIs as Kafka's group coordinator does, join and sync barriers included
+//! ([`coordinator`](super::coordinator)); anything else from responses the test scripted with
+//! [`MockCluster::script`] (first in, first out, per API, optionally per broker; a scripted
+//! answer also overrides the built-in ones). Every request is logged with the broker that
+//! received it.
+//!
+//! A partition's log keeps the batches as they were written (compressed, transactional,
+//! control or even corrupt — see [`MockCluster::append_raw`]), with only their base offset set
+//! to where they landed, as a broker's log does. Fetch answers from it like a broker:
+//! - only the partition's leader serves it (NotLeaderOrFollower elsewhere, see
+//!   [`MockCluster::move_leader`]); an offset below 0 or past the log end is OffsetOutOfRange;
+//! - whole stored batches, from the one holding the fetch offset (so the answer may start
+//!   below it), cut at batch boundaries by `partition_max_bytes` and `max_bytes`, except that
+//!   the first batch of the first non-empty partition always comes back whole (KIP-74);
+//! - high watermark = last stable offset = log end, log start offset 0, no aborted
+//!   transactions (an empty list for read_committed, null otherwise);
+//! - a fetch with fewer than `min_bytes` to return (and no partition error) is held, as a
+//!   broker's long poll, until records are appended or its `max_wait_ms` (at most 500 ms)
+//!   has passed;
+//! - Fetch v13+ names topics by id, which this mock does not give out: such topics are
+//!   UnknownTopicId. Clients reading by name cap Fetch at v12.
 //!
 //! To keep the mock honest, each request is encoded at the version the connection would choose
 //! (so a field the version lacks is an error, as on the wire), and each response goes through
@@ -16,13 +33,16 @@
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 use actix::prelude::*;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
+use konsumer::compression::Compression;
 use konsumer::kafka_protocol::messages::api_versions_response::ApiVersion;
 use konsumer::kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use konsumer::kafka_protocol::messages::fetch_request::FetchPartition;
 use konsumer::kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
@@ -40,7 +60,9 @@ use konsumer::kafka_protocol::protocol::StrBytes;
 use konsumer::protocol::{
     decode_response, fit_to_version, ApiKey, ApiVersionTable, RequestKind, ResponseKind,
 };
-use konsumer::records::{decode_all, DecodeOptions, Record};
+use konsumer::records::{
+    decode_all, BatchBuilder, DecodeOptions, Record, RecordSetReader, NO_HEADERS,
+};
 use konsumer::{Error, KafkaCode};
 
 use super::coordinator::{Answer, GroupCoordinator, MockGroup, Timer};
@@ -73,18 +95,73 @@ struct State {
     versions: Option<ApiVersionTable>,
     scripted: VecDeque<Scripted>,
     received: Vec<Received>,
-    /// What Produce requests wrote, per topic and partition, in offset order.
-    logs: BTreeMap<(String, i32), Vec<Record>>,
+    /// What Produce requests (and [`MockCluster::append`]) wrote, per topic and partition.
+    logs: BTreeMap<(String, i32), PartitionLog>,
     /// Consumer groups the brokers coordinate (see [`coordinator`](super::coordinator)).
     coordinator: GroupCoordinator,
     /// One-shot answer delays per API (see [`MockCluster::delay`]).
     delays: Vec<(ApiKey, std::time::Duration)>,
 }
 
+/// A record for [`MockCluster::append`]: its key and value (`None` = null).
+pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// One partition's log: the batches as they were written, each at the offsets it was given.
+#[derive(Debug, Default)]
+struct PartitionLog {
+    batches: Vec<StoredBatch>,
+    /// The log end offset: the offset the next batch gets.
+    end: i64,
+}
+
+#[derive(Debug)]
+struct StoredBatch {
+    base_offset: i64,
+    /// How many offsets the batch takes (its last offset delta + 1).
+    offsets: i64,
+    /// The whole batch, base offset field included (set to `base_offset`).
+    bytes: Bytes,
+}
+
+impl PartitionLog {
+    /// Appends a batch at the log end, rewriting its base offset field (bytes 0..8, which the
+    /// v2 CRC does not cover) when it is long enough to have one. Returns the base offset.
+    fn append(&mut self, batch: Bytes, offsets: i64) -> i64 {
+        let base_offset = self.end;
+        let bytes = if batch.len() >= 8 {
+            let mut rewritten = BytesMut::from(&batch[..]);
+            rewritten[..8].copy_from_slice(&base_offset.to_be_bytes());
+            rewritten.freeze()
+        } else {
+            batch
+        };
+        let offsets = offsets.max(0);
+        self.batches.push(StoredBatch {
+            base_offset,
+            offsets,
+            bytes,
+        });
+        self.end = self.end.saturating_add(offsets);
+        base_offset
+    }
+
+    /// Every record of every batch that decodes, in offset order (corrupt batches left out).
+    fn records(&self) -> Vec<Record> {
+        let options = DecodeOptions::default();
+        self.batches
+            .iter()
+            .filter_map(|b| decode_all(b.bytes.clone(), &options).ok())
+            .flatten()
+            .collect()
+    }
+}
+
 /// A cluster of mocked brokers sharing one topology. Cheap to clone (shared state).
 #[derive(Debug, Clone, Default)]
 pub struct MockCluster {
     state: Arc<Mutex<State>>,
+    /// Woken on every append and leadership change, for fetches held in a long poll.
+    changed: Arc<Notify>,
 }
 
 impl MockCluster {
@@ -112,6 +189,7 @@ impl MockCluster {
         self.state()
             .topics
             .insert(name.to_owned(), leaders.to_vec());
+        self.changed.notify_waiters();
         self
     }
 
@@ -122,6 +200,7 @@ impl MockCluster {
                 *slot = leader;
             }
         }
+        self.changed.notify_waiters();
     }
 
     /// Restricts what the brokers claim in ApiVersions (default: every version
@@ -144,13 +223,55 @@ impl MockCluster {
         self.state().received.clone()
     }
 
-    /// The records produced to a partition so far, in offset order (offsets from 0).
+    /// The records produced (or appended) to a partition so far, in offset order (offsets
+    /// from 0), decoded from the stored batches; batches that do not decode are left out.
     pub fn produced(&self, topic: &str, partition: i32) -> Vec<Record> {
         self.state()
             .logs
             .get(&(topic.to_owned(), partition))
-            .cloned()
+            .map(PartitionLog::records)
             .unwrap_or_default()
+    }
+
+    /// Appends one uncompressed batch of `(key, value)` records (timestamped now) to a
+    /// partition's log, as if a producer had written it; returns the offset of its first
+    /// record. No records: nothing is appended and the log end is returned. The partition
+    /// need not be in the topology (fetches see it once it is).
+    pub fn append(&self, topic: &str, partition: i32, records: &[KeyValue<'_>]) -> i64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let mut batch = BatchBuilder::new(Compression::None, None);
+        for (key, value) in records {
+            batch.append(now, *key, *value, NO_HEADERS);
+        }
+        let count = batch.len() as i64;
+        match batch.build() {
+            Ok(bytes) => self.append_raw(topic, partition, bytes, count),
+            Err(_) => self.log_end(topic, partition),
+        }
+    }
+
+    /// Appends `batch` to a partition's log as it is — a compressed batch, a transaction
+    /// marker, or bytes that are no batch at all — taking `record_count` offsets (a v2 batch's
+    /// last offset delta + 1). Its base offset field (the first 8 bytes, not covered by the v2
+    /// CRC) is set to the log end when the bytes are that long. Returns that base offset.
+    /// Fetches return the bytes as stored; [`produced`](Self::produced) skips what does not
+    /// decode.
+    pub fn append_raw(&self, topic: &str, partition: i32, batch: Bytes, record_count: i64) -> i64 {
+        let base_offset = self
+            .state()
+            .logs
+            .entry((topic.to_owned(), partition))
+            .or_default()
+            .append(batch, record_count);
+        self.changed.notify_waiters();
+        base_offset
+    }
+
+    /// A partition's log end offset: the offset the next record gets (0 for an empty log).
+    pub fn log_end(&self, topic: &str, partition: i32) -> i64 {
+        log_end(&self.state(), topic, partition)
     }
 
     /// The answer to the next request of `api` comes `delay` late (the request is logged
@@ -280,7 +401,9 @@ impl MockCluster {
                     ResponseKind::CreateTopics(CreateTopicsResponse::default().with_topics(results))
                 }
                 RequestKind::Produce(req) => {
-                    ResponseKind::Produce(produce(&mut state, node_id, req))
+                    let response = produce(&mut state, node_id, req);
+                    self.changed.notify_waiters();
+                    ResponseKind::Produce(response)
                 }
                 RequestKind::FindCoordinator(req) => {
                     ResponseKind::FindCoordinator(find_coordinator(&state, req))
@@ -315,9 +438,30 @@ impl MockCluster {
                     ResponseKind::OffsetCommit(offset_commit(&mut state, req))
                 }
                 RequestKind::ListOffsets(req) => {
-                    ResponseKind::ListOffsets(list_offsets(&state, req))
+                    ResponseKind::ListOffsets(list_offsets(&state, node_id, req))
                 }
-                RequestKind::Fetch(req) => ResponseKind::Fetch(fetch(&state, req)),
+                RequestKind::Fetch(req) => {
+                    let response = fetch(&state, node_id, version, req);
+                    if fetch_satisfied(req, &response) {
+                        ResponseKind::Fetch(response)
+                    } else {
+                        // Nothing (or less than min_bytes) to return yet: hold the answer as a
+                        // broker's long poll does, so that a consumer does not spin.
+                        let hold = Duration::from_millis(req.max_wait_ms.clamp(0, 500) as u64);
+                        let deadline = tokio::time::Instant::now() + hold;
+                        let poll = self
+                            .clone()
+                            .long_poll(node_id, version, req.clone(), deadline);
+                        return Ok(Pending {
+                            api,
+                            version,
+                            broker,
+                            answer: Box::pin(poll),
+                            timer: None,
+                            raw: false,
+                        });
+                    }
+                }
                 RequestKind::OffsetFetch(req) => {
                     ResponseKind::OffsetFetch(offset_fetch(&state, req))
                 }
@@ -340,15 +484,13 @@ impl MockCluster {
         })
     }
 
-    /// Answers `call` as broker `node_id`. The request is logged (and its answer decided) at
-    /// once; the returned future waits for barriers, scripted delays, and `hold_empty_fetch`
-    /// (how long an empty Fetch answer is held back, as a broker waits up to the fetch's max
-    /// wait for data).
+    /// Answers `call` as broker `node_id`. The request is logged (and its answer decided, or
+    /// its wait started) at once; the returned future waits for barriers, scripted delays, and
+    /// a Fetch's long poll.
     pub(crate) fn answer_call(
         &self,
         node_id: i32,
         call: Call,
-        hold_empty_fetch: Option<std::time::Duration>,
     ) -> impl std::future::Future<Output = Result<Reply, Error>> + 'static {
         let pending = self.respond(node_id, &call);
         let delay = self.take_delay(call.api_key());
@@ -361,18 +503,28 @@ impl MockCluster {
             if let Some(delay) = delay {
                 tokio::time::sleep(delay).await;
             }
-            let reply = pending.reply().await?;
-            if let (Some(hold), ResponseKind::Fetch(f)) = (hold_empty_fetch, &reply.response) {
-                let empty = f.responses.iter().all(|t| {
-                    t.partitions
-                        .iter()
-                        .all(|p| p.records.as_ref().is_none_or(|r| r.is_empty()))
-                });
-                if empty {
-                    tokio::time::sleep(hold).await;
-                }
+            pending.reply().await
+        }
+    }
+
+    /// A held Fetch: answered as soon as it is satisfied (records appended, a leader moved
+    /// away, a topic replaced) or at `deadline` with whatever there is.
+    async fn long_poll(
+        self,
+        node_id: i32,
+        version: i16,
+        request: FetchRequest,
+        deadline: tokio::time::Instant,
+    ) -> Option<ResponseKind> {
+        loop {
+            // Registered before the state is read, so a change in between is not missed.
+            let mut appended = std::pin::pin!(self.changed.notified());
+            appended.as_mut().enable();
+            let response = fetch(&self.state(), node_id, version, &request);
+            if fetch_satisfied(&request, &response) || tokio::time::Instant::now() >= deadline {
+                return Some(ResponseKind::Fetch(response));
             }
-            Ok(reply)
+            let _ = tokio::time::timeout_at(deadline, appended).await;
         }
     }
 
@@ -450,9 +602,10 @@ impl Pending {
     }
 }
 
-/// Appends each partition's records to its log, as a leader would: an unknown partition or a
+/// Appends each partition's batches to its log, as a leader would: an unknown partition or a
 /// broker that is not the leader gets the error a broker sends; records that do not decode
-/// are a CorruptMessage answer.
+/// are a CorruptMessage answer, a batch that is not v2 or whose record count disagrees with
+/// its offsets an InvalidRecord one.
 fn produce(state: &mut State, node_id: i32, request: &ProduceRequest) -> ProduceResponse {
     let mut topics = Vec::new();
     for topic in &request.topic_data {
@@ -473,15 +626,14 @@ fn produce(state: &mut State, node_id: i32, request: &ProduceRequest) -> Produce
                 }
                 Some(_) => {
                     let bytes = data.records.clone().unwrap_or_default();
-                    match decode_all(bytes, &DecodeOptions::default()) {
-                        Err(_) => answer.with_error_code(KafkaCode::CorruptMessage.code()),
-                        Ok(records) => {
+                    match split_batches(bytes) {
+                        Err(code) => answer.with_error_code(code.code()),
+                        Ok(batches) => {
                             let log = state.logs.entry((name.clone(), data.index)).or_default();
-                            let base = log.len() as i64;
-                            log.extend(records.into_iter().enumerate().map(|(i, mut r)| {
-                                r.offset = base + i as i64;
-                                r
-                            }));
+                            let base = log.end;
+                            for (batch, offsets) in batches {
+                                log.append(batch, offsets);
+                            }
                             answer.with_base_offset(base)
                         }
                     }
@@ -496,6 +648,31 @@ fn produce(state: &mut State, node_id: i32, request: &ProduceRequest) -> Produce
         );
     }
     ProduceResponse::default().with_responses(topics)
+}
+
+/// A produced record set's batches, each with the number of offsets it takes, once every
+/// record has been checked to decode. A truncated tail is dropped.
+fn split_batches(set: Bytes) -> Result<Vec<(Bytes, i64)>, KafkaCode> {
+    let options = DecodeOptions::default();
+    let mut reader = RecordSetReader::new(set, options.clone());
+    let mut batches = Vec::new();
+    let mut records = Vec::new();
+    while let Some(batch) = reader.next_batch() {
+        let batch = batch.map_err(|_| KafkaCode::CorruptMessage)?;
+        if batch.header.magic != 2 {
+            return Err(KafkaCode::InvalidRecord);
+        }
+        records.clear();
+        batch
+            .decode_into(&options, &mut records)
+            .map_err(|_| KafkaCode::CorruptMessage)?;
+        let offsets = i64::from(batch.header.last_offset_delta) + 1;
+        if i64::from(batch.header.record_count) != offsets || records.len() as i64 != offsets {
+            return Err(KafkaCode::InvalidRecord);
+        }
+        batches.push((batch.raw().clone(), offsets));
+    }
+    Ok(batches)
 }
 
 /// The coordinator of every group is the controller (the first broker added).
@@ -591,8 +768,10 @@ fn offset_fetch(state: &State, req: &OffsetFetchRequest) -> OffsetFetchResponse 
     OffsetFetchResponse::default().with_topics(topics)
 }
 
-/// Earliest is 0, latest the log length; a timestamp lookup answers the log end.
-fn list_offsets(state: &State, req: &ListOffsetsRequest) -> ListOffsetsResponse {
+/// What a partition's leader answers: earliest (-2) is 0, latest (-1) the log end, max
+/// timestamp (-3) the first record with the highest timestamp; any other timestamp the first
+/// record whose timestamp is at least it, or offset -1 when there is none (as Kafka answers).
+fn list_offsets(state: &State, node_id: i32, req: &ListOffsetsRequest) -> ListOffsetsResponse {
     let topics = req
         .topics
         .iter()
@@ -604,12 +783,30 @@ fn list_offsets(state: &State, req: &ListOffsetsRequest) -> ListOffsetsResponse 
                 .map(|p| {
                     let answer = list_offsets_response::ListOffsetsPartitionResponse::default()
                         .with_partition_index(p.partition_index)
-                        .with_timestamp(-1);
-                    if !known_partition(state, &name, p.partition_index) {
-                        return answer.with_error_code(KafkaCode::UnknownTopicOrPartition.code());
+                        .with_timestamp(-1)
+                        .with_offset(-1);
+                    if let Err(code) = check_leader(state, node_id, &name, p.partition_index) {
+                        return answer.with_error_code(code.code());
                     }
-                    let end = log_end(state, &name, p.partition_index);
-                    answer.with_offset(if p.timestamp == -2 { 0 } else { end })
+                    let (offset, timestamp) = match p.timestamp {
+                        -2 => (0, -1),
+                        -1 => (log_end(state, &name, p.partition_index), -1),
+                        target => {
+                            let records = state
+                                .logs
+                                .get(&(name.clone(), p.partition_index))
+                                .map(PartitionLog::records)
+                                .unwrap_or_default();
+                            let found = if target == -3 {
+                                // The first of the highest timestamps.
+                                records.iter().rev().max_by_key(|r| r.timestamp)
+                            } else {
+                                records.iter().find(|r| r.timestamp >= target)
+                            };
+                            found.map_or((-1, -1), |r| (r.offset, r.timestamp))
+                        }
+                    };
+                    answer.with_offset(offset).with_timestamp(timestamp)
                 })
                 .collect();
             list_offsets_response::ListOffsetsTopicResponse::default()
@@ -620,77 +817,135 @@ fn list_offsets(state: &State, req: &ListOffsetsRequest) -> ListOffsetsResponse 
     ListOffsetsResponse::default().with_topics(topics)
 }
 
-/// What Produce wrote from the fetch offset on, re-encoded as one uncompressed batch; nothing
-/// (with the high watermark) when the partition holds nothing new.
-fn fetch(state: &State, req: &FetchRequest) -> FetchResponse {
+/// Kafka's answer to a fetch (see the module documentation for what is kept).
+fn fetch(state: &State, node_id: i32, version: i16, req: &FetchRequest) -> FetchResponse {
+    let mut budget = FetchBudget {
+        remaining: i64::from(req.max_bytes.max(0)),
+        min_one: true,
+    };
+    let read_committed = req.isolation_level == 1;
     let responses = req
         .topics
         .iter()
         .map(|topic| {
-            let name = topic.topic.0.to_string();
+            // Fetch v13+ names topics by id; this mock gives out none.
+            let name = (version <= 12).then(|| topic.topic.0.to_string());
             let partitions = topic
                 .partitions
                 .iter()
-                .map(|p| {
-                    let end = log_end(state, &name, p.partition);
-                    let data = fetch_response::PartitionData::default()
-                        .with_partition_index(p.partition)
-                        .with_high_watermark(end)
-                        .with_last_stable_offset(end)
-                        .with_log_start_offset(0);
-                    if !known_partition(state, &name, p.partition) {
-                        return data.with_error_code(KafkaCode::UnknownTopicOrPartition.code());
+                .map(|p| match &name {
+                    None => failed_fetch(p.partition, KafkaCode::UnknownTopicId),
+                    Some(name) => {
+                        fetch_partition(state, node_id, name, p, read_committed, &mut budget)
                     }
-                    let records: Vec<Record> = state
-                        .logs
-                        .get(&(name.clone(), p.partition))
-                        .map(|log| {
-                            log.iter()
-                                .filter(|r| r.offset >= p.fetch_offset)
-                                .cloned()
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    let bytes = encode_log(&records);
-                    data.with_records(Some(bytes))
                 })
                 .collect();
-            fetch_response::FetchableTopicResponse::default()
-                .with_topic(topic.topic.clone())
-                .with_partitions(partitions)
+            let answer = fetch_response::FetchableTopicResponse::default();
+            let answer = if version <= 12 {
+                answer.with_topic(topic.topic.clone())
+            } else {
+                answer.with_topic_id(topic.topic_id)
+            };
+            answer.with_partitions(partitions)
         })
         .collect();
     FetchResponse::default().with_responses(responses)
 }
 
-fn known_partition(state: &State, topic: &str, partition: i32) -> bool {
-    state
+/// What is left of a fetch's `max_bytes`, and whether the next non-empty partition is the
+/// first (whose first batch comes back whatever its size: KIP-74).
+struct FetchBudget {
+    remaining: i64,
+    min_one: bool,
+}
+
+fn fetch_partition(
+    state: &State,
+    node_id: i32,
+    topic: &str,
+    p: &FetchPartition,
+    read_committed: bool,
+    budget: &mut FetchBudget,
+) -> fetch_response::PartitionData {
+    if let Err(code) = check_leader(state, node_id, topic, p.partition) {
+        return failed_fetch(p.partition, code);
+    }
+    let log = state.logs.get(&(topic.to_owned(), p.partition));
+    let end = log.map_or(0, |log| log.end);
+    if p.fetch_offset < 0 || p.fetch_offset > end {
+        return failed_fetch(p.partition, KafkaCode::OffsetOutOfRange);
+    }
+    let limit = i64::from(p.partition_max_bytes.max(0)).min(budget.remaining);
+    let mut records = BytesMut::new();
+    let from_fetch_offset = log
+        .into_iter()
+        .flat_map(|log| &log.batches)
+        .skip_while(|b| b.base_offset.saturating_add(b.offsets) <= p.fetch_offset);
+    for batch in from_fetch_offset {
+        let fits = (records.len() + batch.bytes.len()) as i64 <= limit;
+        if !(fits || records.is_empty() && budget.min_one) {
+            break;
+        }
+        records.extend_from_slice(&batch.bytes);
+    }
+    if !records.is_empty() {
+        budget.min_one = false;
+        budget.remaining = (budget.remaining - records.len() as i64).max(0);
+    }
+    fetch_response::PartitionData::default()
+        .with_partition_index(p.partition)
+        .with_high_watermark(end)
+        .with_last_stable_offset(end)
+        .with_log_start_offset(0)
+        .with_aborted_transactions(read_committed.then(Vec::new))
+        .with_records(Some(records.freeze()))
+}
+
+/// A partition's fetch error, with the unknown offsets a broker sends along with it.
+fn failed_fetch(partition: i32, code: KafkaCode) -> fetch_response::PartitionData {
+    fetch_response::PartitionData::default()
+        .with_partition_index(partition)
+        .with_error_code(code.code())
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_aborted_transactions(None)
+        .with_records(Some(Bytes::new()))
+}
+
+/// Whether a broker would answer this fetch now: an error to report, at least `min_bytes` of
+/// records (so a `min_bytes` of 0 is answered at once, as by Kafka), no partition asked for,
+/// or no wait allowed.
+fn fetch_satisfied(req: &FetchRequest, response: &FetchResponse) -> bool {
+    let partitions = || response.responses.iter().flat_map(|t| &t.partitions);
+    let bytes: usize = partitions()
+        .map(|p| p.records.as_ref().map_or(0, Bytes::len))
+        .sum();
+    req.max_wait_ms <= 0
+        || partitions().next().is_none()
+        || response.error_code != 0
+        || partitions().any(|p| p.error_code != 0)
+        || bytes as i64 >= i64::from(req.min_bytes)
+}
+
+/// Whether `node_id` leads the partition: UnknownTopicOrPartition or NotLeaderOrFollower if not.
+fn check_leader(state: &State, node_id: i32, topic: &str, partition: i32) -> Result<(), KafkaCode> {
+    let leader = state
         .topics
         .get(topic)
-        .is_some_and(|leaders| usize::try_from(partition).is_ok_and(|p| p < leaders.len()))
+        .and_then(|leaders| leaders.get(usize::try_from(partition).ok()?));
+    match leader {
+        None => Err(KafkaCode::UnknownTopicOrPartition),
+        Some(leader) if *leader != node_id => Err(KafkaCode::NotLeaderOrFollower),
+        Some(_) => Ok(()),
+    }
 }
 
 fn log_end(state: &State, topic: &str, partition: i32) -> i64 {
     state
         .logs
         .get(&(topic.to_owned(), partition))
-        .map_or(0, |log| log.len() as i64)
-}
-
-/// One uncompressed RecordBatch v2 holding `records` (consecutive offsets from the first;
-/// headers left out) — empty bytes for no records.
-fn encode_log(records: &[Record]) -> bytes::Bytes {
-    let Some(first) = records.first() else {
-        return bytes::Bytes::new();
-    };
-    let mut batch =
-        konsumer::records::BatchBuilder::new(konsumer::compression::Compression::None, None)
-            .base_offset(first.offset);
-    let no_headers: &[(&str, Option<&[u8]>)] = &[];
-    for r in records {
-        batch.append(r.timestamp, r.key(), r.value(), no_headers);
-    }
-    batch.build().unwrap_or_default()
+        .map_or(0, |log| log.end)
 }
 
 fn api_versions(table: &ApiVersionTable) -> ApiVersionsResponse {
@@ -770,7 +1025,7 @@ impl Handler<Call> for MockBroker {
 
     fn handle(&mut self, call: Call, _: &mut Context<Self>) -> Self::Result {
         match self.node_id {
-            Some(node_id) => Box::pin(self.cluster.answer_call(node_id, call, None)),
+            Some(node_id) => Box::pin(self.cluster.answer_call(node_id, call)),
             None => {
                 let error = Error::Connect {
                     broker: self.address.clone(),
