@@ -59,7 +59,7 @@ use crate::heartbeat::Heartbeat;
 use crate::messages::{
     Call, Close, Commit, CommitOffset, ConnectionFor, EventSink, FetchCommitted, GetMembership,
     GetMetadata, GroupEvent, HeartbeatAs, HeartbeatOutcome, Membership, PartitionOffsets, Purpose,
-    Reply, Route, Subscribe, Target,
+    Release, Reply, Route, Subscribe, Target,
 };
 
 /// The consumer protocol type every member of a consumer group announces.
@@ -102,6 +102,12 @@ pub struct Coordinator {
     /// Consecutive failures, for the backoff.
     failures: u32,
     closed: bool,
+    /// Who lets go of revoked partitions (drains and answers offsets to commit); see
+    /// [`Release`].
+    release: Option<Recipient<Release>>,
+    /// Revoked partitions not yet released through `release`, and whether they were lost.
+    to_release: TopicPartitions,
+    to_release_lost: bool,
 }
 
 /// Where the group's coordinator is, and the connections to it.
@@ -171,8 +177,81 @@ impl Coordinator {
             busy: false,
             failures: 0,
             closed: false,
+            release: None,
+            to_release: TopicPartitions::new(),
+            to_release_lost: false,
             config: Arc::new(config),
         })
+    }
+
+    /// Revoked partitions are handed to `hook` before the member rejoins (or leaves): it stops
+    /// consuming them and answers their final offsets, which the Coordinator commits with the
+    /// generation that still owns them. Without a hook, revocation is only announced
+    /// ([`GroupEvent::Revoked`]).
+    pub fn with_release(mut self, hook: Recipient<Release>) -> Self {
+        self.release = Some(hook);
+        self
+    }
+
+    /// Hands the partitions revoked so far to the release hook and commits what it answers.
+    /// Runs as the first part of the next step (join or leave), so the commit goes out with
+    /// the old generation, before the group can give the partitions to someone else.
+    fn release_step(&mut self) -> impl std::future::Future<Output = ()> + 'static {
+        let partitions = std::mem::take(&mut self.to_release);
+        let lost = std::mem::replace(&mut self.to_release_lost, false);
+        let hook = self.release.clone().filter(|_| !partitions.is_empty());
+        let commit_with = match (&self.coordinator, lost || self.generation < 0) {
+            (Some(c), false) if !self.member_id.is_empty() => Some((
+                c.group.clone(),
+                CommitRequest {
+                    group_id: self.config.group_id.clone(),
+                    generation: self.generation,
+                    member_id: self.member_id.clone(),
+                    group_instance_id: self.config.group_instance_id.clone(),
+                    retention: self.config.offset_retention,
+                },
+            )),
+            _ => None,
+        };
+        let wait = self.config.rebalance_timeout + JOIN_GRACE;
+        let generation = self.owned_generation;
+        let config = self.config.clone();
+        let log = self.log.clone();
+        async move {
+            let Some(hook) = hook else {
+                return;
+            };
+            let release = Release {
+                generation,
+                partitions,
+                lost,
+            };
+            let offsets = match tokio::time::timeout(wait, hook.send(release)).await {
+                Ok(Ok(offsets)) => offsets,
+                Ok(Err(_)) => {
+                    warn!(
+                        log,
+                        "release hook is gone; nothing to commit for revoked partitions"
+                    );
+                    return;
+                }
+                Err(_) => {
+                    warn!(log, "release hook did not answer in time"; "waited" => ?wait);
+                    return;
+                }
+            };
+            let Some((connection, request)) = commit_with else {
+                return;
+            };
+            if offsets.is_empty() {
+                return;
+            }
+            let count = offsets.len();
+            match commit_offsets(connection, request, offsets, config).await {
+                Ok(()) => info!(log, "committed revoked partitions"; "partitions" => count),
+                Err(error) => warn!(log, "commit of revoked partitions failed"; "error" => %error),
+            }
+        }
     }
 
     fn group(&self) -> &str {
@@ -287,7 +366,11 @@ impl Coordinator {
             log: self.log.clone(),
         };
         let (learned_tx, mut learned_rx) = tokio::sync::oneshot::channel();
-        let work = join_and_sync(input, learned_tx);
+        let release = self.release_step();
+        let work = async move {
+            release.await;
+            join_and_sync(input, learned_tx).await
+        };
         ctx.spawn(work.into_actor(self).map(move |result, act, ctx| {
             act.busy = false;
             if act.closed {
@@ -361,6 +444,15 @@ impl Coordinator {
             }
         }
         self.owned.partitions.retain(|_, ps| !ps.is_empty());
+        if self.release.is_some() {
+            for (topic, ps) in &partitions {
+                let entry = self.to_release.entry(topic.clone()).or_default();
+                entry.extend(ps.iter().copied());
+                entry.sort_unstable();
+                entry.dedup();
+            }
+            self.to_release_lost |= lost;
+        }
         self.events.send(GroupEvent::Revoked {
             generation: self.owned_generation,
             partitions,
@@ -654,6 +746,7 @@ impl Handler<Close> for Coordinator {
         self.stop_heartbeat();
         let all = self.owned.partitions.clone();
         self.revoke(all, false);
+        let release = self.release_step();
         let leave = match (&self.coordinator, self.config.group_instance_id.is_some()) {
             (Some(c), false) if !self.member_id.is_empty() => Some((
                 c.group.clone(),
@@ -666,6 +759,7 @@ impl Handler<Close> for Coordinator {
         let log = self.log.clone();
         Box::pin(
             async move {
+                release.await;
                 if let Some((connection, request)) = leave {
                     match connection.send(Call::new(request)).await {
                         Ok(Ok(reply)) => match reply.into_typed::<LeaveGroupRequest>("leave") {

@@ -8,6 +8,9 @@
 //!   that keep each partition's order.
 //! - [`coordinator::Coordinator`] and [`heartbeat::Heartbeat`]: one member of a consumer group
 //!   (find, join, assign as leader, sync, offsets, leave), with the error table in one place.
+//! - [`service::ConsumerService`]: a group member that consumes — [`fetcher::Fetcher`]s per
+//!   leader, a [`partition_tracker::PartitionTracker`] per partition feeding the user's
+//!   handler actors ([`KafkaMessage`] / [`KafkaBatch`]), commits of exactly what is done.
 //! - [`messages`]: every message the actors exchange.
 //! - `testkit` (cargo feature): mocked brokers (in process, or served over TCP for real
 //!   clients) with a group coordinator that keeps Kafka's barriers, and a real-broker (tansu)
@@ -18,9 +21,12 @@
 pub mod broker;
 pub mod cluster;
 pub mod coordinator;
+pub mod fetcher;
 pub mod heartbeat;
 pub mod messages;
+pub mod partition_tracker;
 pub mod producer;
+pub mod service;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
@@ -30,8 +36,15 @@ pub use konsumer::{ClientConfig, Context, Error, KafkaCode};
 pub use broker::BrokerConnection;
 pub use cluster::{Cluster, ClusterMetadata, Connector, TcpConnector};
 pub use coordinator::Coordinator;
+pub use fetcher::Fetcher;
 pub use heartbeat::Heartbeat;
 pub use messages::{
-    Call, DeliveryReport, Enqueue, Flush, Produce, ProducerRecord, Purpose, Reply, ReportTo, Target,
+    Ack, Call, DeliveryReport, Enqueue, Flush, HandlerError, HandlerRef, HandlerResult, KafkaBatch,
+    KafkaMessage, Produce, ProducerRecord, Purpose, Reply, ReportTo, Target,
 };
+pub use partition_tracker::PartitionTracker;
 pub use producer::{Producer, ProducerExt};
+pub use service::{
+    CommitNow, ConsumerEvent, ConsumerEvents, ConsumerService, GetPartitions,
+    MarkPartitionMetadata, PausePartition, SeekPartition, ServiceBuilder, Shutdown,
+};

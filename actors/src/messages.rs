@@ -1,6 +1,7 @@
 //! Every message type the actors exchange, in one place.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Message, Recipient};
@@ -8,6 +9,7 @@ use bytes::Bytes;
 use konsumer::group::{Assignment, TopicPartitions};
 use konsumer::producer::{ProduceError, RecordMetadata};
 use konsumer::protocol::{ApiKey, KafkaRequest, RequestKind, ResponseKind};
+use konsumer::records::Record;
 use konsumer::Error;
 
 /// One request to one broker. Anything that answers `Call` can serve as a broker connection:
@@ -464,4 +466,436 @@ pub struct HeartbeatAs {
 
 impl Message for HeartbeatAs {
     type Result = ();
+}
+
+// ---- Consumption: what handlers receive and answer, and what the pipeline's actors exchange ----
+
+/// Why a handler could not finish a record. Any `std::error::Error` converts into it, so a
+/// handler can use `?`; [`HandlerError::new`] takes a plain message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerError {
+    pub message: String,
+    /// For a batch: the record that failed. Records before it count as done; only it and
+    /// what follows are redelivered, and only it meets the policy's last word (skip,
+    /// dead-letter). `None`: the whole delivery failed.
+    pub offset: Option<i64>,
+}
+
+impl HandlerError {
+    pub fn new(message: impl Into<String>) -> Self {
+        HandlerError {
+            message: message.into(),
+            offset: None,
+        }
+    }
+    /// A batch failed at `offset`: the records before it are done.
+    pub fn at(offset: i64, message: impl Into<String>) -> Self {
+        HandlerError {
+            message: message.into(),
+            offset: Some(offset),
+        }
+    }
+}
+
+impl<E: std::error::Error> From<E> for HandlerError {
+    fn from(error: E) -> Self {
+        HandlerError::new(error.to_string())
+    }
+}
+
+impl std::fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// What a handler answers for a record or a batch: `Ok(())` = done (unless it was
+/// [deferred](KafkaMessage::defer)), `Err` = failed, handled by the topic's failure policy.
+pub type HandlerResult = Result<(), HandlerError>;
+
+/// Where the answers for one delivery go, shared by the records of the delivery.
+#[derive(Debug)]
+pub(crate) struct AckTarget {
+    pub(crate) tracker: Recipient<Acked>,
+    /// The tracker's epoch when it delivered: acks from before a seek or a restart are ignored.
+    pub(crate) epoch: u64,
+    /// Offsets whose handler called `defer` (done only by their [`Ack`]).
+    pub(crate) deferred: std::sync::Mutex<Vec<i64>>,
+}
+
+impl AckTarget {
+    fn defer(self: &Arc<Self>, offsets: Vec<i64>) -> Ack {
+        if let Ok(mut deferred) = self.deferred.lock() {
+            deferred.extend_from_slice(&offsets);
+        }
+        Ack {
+            target: Some(self.clone()),
+            offsets,
+        }
+    }
+}
+
+/// One record, as a user's handler actor receives it. Keys, values and headers are slices of
+/// the fetched buffer (no copy).
+#[derive(Debug, Clone)]
+pub struct KafkaMessage {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub record: Record,
+    pub(crate) ack: Option<Arc<AckTarget>>,
+}
+
+impl KafkaMessage {
+    /// A message that belongs to no tracker (for unit tests of handlers); `defer` on it gives an
+    /// [`Ack`] that goes nowhere.
+    pub fn detached(topic: &str, partition: i32, record: Record) -> Self {
+        KafkaMessage {
+            topic: topic.into(),
+            partition,
+            record,
+            ack: None,
+        }
+    }
+    pub fn offset(&self) -> i64 {
+        self.record.offset
+    }
+    pub fn timestamp(&self) -> i64 {
+        self.record.timestamp
+    }
+    pub fn key(&self) -> Option<&[u8]> {
+        self.record.key()
+    }
+    pub fn value(&self) -> Option<&[u8]> {
+        self.record.value()
+    }
+    pub fn headers(&self) -> konsumer::records::Headers<'_> {
+        self.record.headers()
+    }
+    /// Takes over completion: the handler's `Ok` no longer marks this record done; the returned
+    /// [`Ack`] does, from anywhere and in any order. An `Ack` dropped without an answer counts as
+    /// a failure (so a lost ack can never be mistaken for a finished record).
+    pub fn defer(&self) -> Ack {
+        match &self.ack {
+            Some(target) => target.defer(vec![self.record.offset]),
+            None => Ack {
+                target: None,
+                offsets: vec![self.record.offset],
+            },
+        }
+    }
+}
+
+impl Message for KafkaMessage {
+    type Result = HandlerResult;
+}
+
+/// Consecutive records of one partition, in offset order, as a batch handler receives them.
+#[derive(Debug, Clone)]
+pub struct KafkaBatch {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub records: Vec<Record>,
+    pub(crate) ack: Option<Arc<AckTarget>>,
+}
+
+impl KafkaBatch {
+    /// A batch that belongs to no tracker (for unit tests of handlers).
+    pub fn detached(topic: &str, partition: i32, records: Vec<Record>) -> Self {
+        KafkaBatch {
+            topic: topic.into(),
+            partition,
+            records,
+            ack: None,
+        }
+    }
+    /// The batch's records one by one, as messages.
+    pub fn messages(&self) -> impl Iterator<Item = KafkaMessage> + '_ {
+        self.records.iter().map(|record| KafkaMessage {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            record: record.clone(),
+            ack: self.ack.clone(),
+        })
+    }
+    /// Takes over completion of the whole batch (see [`KafkaMessage::defer`]); the batch's
+    /// messages can be deferred one by one instead through [`messages`](Self::messages).
+    pub fn defer(&self) -> Ack {
+        let offsets = self.records.iter().map(|r| r.offset).collect();
+        match &self.ack {
+            Some(target) => target.defer(offsets),
+            None => Ack {
+                target: None,
+                offsets,
+            },
+        }
+    }
+}
+
+impl Message for KafkaBatch {
+    type Result = HandlerResult;
+}
+
+/// Completes deferred records later: [`done`](Ack::done) or [`fail`](Ack::fail). Dropping it
+/// unanswered fails the records ("ack dropped"), so the failure policy decides, never silence.
+#[derive(Debug)]
+pub struct Ack {
+    target: Option<Arc<AckTarget>>,
+    offsets: Vec<i64>,
+}
+
+impl Ack {
+    /// The offsets this ack completes.
+    pub fn offsets(&self) -> &[i64] {
+        &self.offsets
+    }
+    pub fn done(mut self) {
+        self.answer(Ok(()));
+    }
+    pub fn fail(mut self, error: HandlerError) {
+        self.answer(Err(error));
+    }
+    fn answer(&mut self, result: HandlerResult) {
+        if let Some(target) = self.target.take() {
+            target.tracker.do_send(Acked {
+                epoch: target.epoch,
+                offsets: std::mem::take(&mut self.offsets),
+                result,
+            });
+        }
+    }
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        if self.target.is_some() {
+            self.answer(Err(HandlerError::new("ack dropped without an answer")));
+        }
+    }
+}
+
+/// A deferred answer reaching a [`PartitionTracker`](crate::PartitionTracker).
+#[derive(Debug)]
+pub struct Acked {
+    pub(crate) epoch: u64,
+    pub(crate) offsets: Vec<i64>,
+    pub(crate) result: HandlerResult,
+}
+
+impl Message for Acked {
+    type Result = ();
+}
+
+/// The user's handler for some partitions: one record per message, or batches.
+#[derive(Clone)]
+pub enum HandlerRef {
+    Message(Recipient<KafkaMessage>),
+    Batch(Recipient<KafkaBatch>),
+}
+
+impl std::fmt::Debug for HandlerRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HandlerRef::Message(_) => "HandlerRef::Message",
+            HandlerRef::Batch(_) => "HandlerRef::Batch",
+        })
+    }
+}
+
+impl HandlerRef {
+    /// An actor that implements `Handler<KafkaMessage>`.
+    pub fn messages<A>(actor: &actix::Addr<A>) -> Self
+    where
+        A: actix::Actor + actix::Handler<KafkaMessage>,
+        A::Context: actix::dev::ToEnvelope<A, KafkaMessage>,
+    {
+        HandlerRef::Message(actor.clone().recipient())
+    }
+    /// An actor that implements `Handler<KafkaBatch>`.
+    pub fn batches<A>(actor: &actix::Addr<A>) -> Self
+    where
+        A: actix::Actor + actix::Handler<KafkaBatch>,
+        A::Context: actix::dev::ToEnvelope<A, KafkaBatch>,
+    {
+        HandlerRef::Batch(actor.clone().recipient())
+    }
+}
+
+/// Fetched-but-unfinished work of one partition, shared by its Fetcher (which adds) and its
+/// tracker (which removes): the Fetcher leaves a partition out of the next fetch while it is
+/// full. Atomics instead of messages, because the Fetcher checks it before every fetch.
+#[derive(Debug, Default)]
+pub struct PartitionFlow {
+    /// Records fetched and not yet done.
+    pub records: std::sync::atomic::AtomicUsize,
+    /// Key + value bytes fetched and not yet handed to a handler.
+    pub bytes: std::sync::atomic::AtomicUsize,
+    /// The offset that may be committed (the tracker keeps it current).
+    pub committable: std::sync::atomic::AtomicI64,
+    /// Set while the partition is paused or stopped: not fetched.
+    pub paused: std::sync::atomic::AtomicBool,
+}
+
+impl PartitionFlow {
+    pub fn has_room(&self, max_records: usize, max_bytes: usize) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        !self.paused.load(Relaxed)
+            && self.records.load(Relaxed) < max_records
+            && self.bytes.load(Relaxed) < max_bytes
+    }
+    pub(crate) fn add(&self, records: usize, bytes: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.records.fetch_add(records, Relaxed);
+        self.bytes.fetch_add(bytes, Relaxed);
+    }
+    pub(crate) fn remove_records(&self, records: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let _ = self
+            .records
+            .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(records)));
+    }
+    pub(crate) fn remove_bytes(&self, bytes: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let _ = self
+            .bytes
+            .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(bytes)));
+    }
+}
+
+/// Records a Fetcher hands to a partition's tracker. `next_offset`: where the next fetch
+/// starts (past skipped control batches too), so the tracker knows which offsets will never
+/// come.
+#[derive(Debug)]
+pub struct Fetched {
+    pub epoch: u64,
+    pub records: Vec<Record>,
+    pub bytes: usize,
+    pub next_offset: i64,
+    pub high_watermark: i64,
+}
+
+impl Message for Fetched {
+    type Result = ();
+}
+
+/// Tells a Fetcher to fetch a partition from `offset`, handing records to `tracker` stamped
+/// with `epoch` (a new epoch after a seek makes the tracker drop records of the old position).
+#[derive(Debug)]
+pub struct FetchPartition {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    pub epoch: u64,
+    pub flow: Arc<PartitionFlow>,
+    pub tracker: Recipient<Fetched>,
+}
+
+impl Message for FetchPartition {
+    type Result = ();
+}
+
+/// Tells a Fetcher to stop fetching a partition; answers where it would have fetched next
+/// (`None` if it did not fetch it).
+#[derive(Debug, Clone)]
+pub struct StopFetching {
+    pub topic: Arc<str>,
+    pub partition: i32,
+}
+
+impl Message for StopFetching {
+    type Result = Option<i64>;
+}
+
+/// A Fetcher gave up a partition: the owner decides what comes next.
+#[derive(Debug)]
+pub struct FetchTrouble {
+    pub node: i32,
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub epoch: u64,
+    /// Where fetching stopped: the next offset not yet handed to the tracker.
+    pub next_offset: i64,
+    pub kind: TroubleKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum TroubleKind {
+    /// The broker is no longer the leader (or does not know the partition): refresh the
+    /// metadata and fetch from the new leader at `next_offset`.
+    NotLeader(Error),
+    /// `next_offset` is not in the log (deleted by retention, or truncated).
+    OutOfRange,
+    /// Data that cannot be decoded, or an error retrying cannot fix.
+    Failed(Error),
+}
+
+impl Message for FetchTrouble {
+    type Result = ();
+}
+
+/// Finish what is in flight (for at most `timeout`), then answer the offset to commit and stop.
+/// Sent to a [`PartitionTracker`](crate::PartitionTracker) whose partition is taken away.
+#[derive(Debug, Clone, Copy)]
+pub struct Drain {
+    pub timeout: Duration,
+}
+
+impl Message for Drain {
+    type Result = CommitOffset;
+}
+
+/// Rewind (or skip ahead) a partition to `offset`: everything fetched or in flight is
+/// forgotten; `epoch` is the new fetch epoch.
+#[derive(Debug, Clone, Copy)]
+pub struct Seek {
+    pub offset: i64,
+    pub epoch: u64,
+}
+
+impl Message for Seek {
+    type Result = ();
+}
+
+/// Pause (`true`) or resume (`false`) delivering and fetching a partition.
+#[derive(Debug, Clone, Copy)]
+pub struct Pause(pub bool);
+
+impl Message for Pause {
+    type Result = ();
+}
+
+/// Metadata committed with the partition's next offsets.
+#[derive(Debug, Clone)]
+pub struct MarkMetadata(pub Option<String>);
+
+impl Message for MarkMetadata {
+    type Result = ();
+}
+
+/// A partition's tracker stopped delivering: a handler failed beyond its policy, or its
+/// handler actor is gone. The committed offset stays below the failed record.
+#[derive(Debug, Clone)]
+pub struct PartitionStopped {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub error: Error,
+}
+
+impl Message for PartitionStopped {
+    type Result = ();
+}
+
+/// From the Coordinator to whoever consumes the partitions: these are being taken away; stop
+/// fetching them, let in-flight records finish (for at most the drain timeout), and answer the
+/// offsets to commit. The Coordinator commits them with the generation that still owns them
+/// (unless `lost`: then the group has moved on and a commit would fail) before it rejoins —
+/// so the next owner starts exactly where this member stopped.
+#[derive(Debug, Clone)]
+pub struct Release {
+    pub generation: i32,
+    pub partitions: TopicPartitions,
+    pub lost: bool,
+}
+
+impl Message for Release {
+    type Result = PartitionOffsets<CommitOffset>;
 }

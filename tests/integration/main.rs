@@ -13,6 +13,8 @@
 
 mod bad_input;
 mod mock_cluster;
+mod mock_consume;
+mod mock_fetch;
 mod mock_group;
 mod mock_producer;
 mod peer_group;
@@ -20,6 +22,7 @@ mod peer_partitioner;
 mod peer_producer;
 mod peer_records;
 mod real_broker;
+mod real_consume;
 mod real_group;
 mod records_fixtures;
 

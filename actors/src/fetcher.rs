@@ -1,0 +1,397 @@
+//! Fetcher: fetches every partition one broker leads for this member, in one request at a time.
+//!
+//! One Fetcher per leader broker, on its own connection (`Purpose::Fetch`), so a long poll
+//! never delays group traffic. Each round: every partition with room in its buffer (see
+//! [`PartitionFlow`]) goes into one Fetch request; the answer is decoded per partition with the
+//! core codec ([`decode_fetched`]) and handed to the partition's tracker as one [`Fetched`]
+//! batch, and the next round starts at once — so the next records are fetched while handlers
+//! work on the last ones. A partition whose buffer is full is left out until its tracker has
+//! finished enough (backpressure: memory stays bounded, nothing is dropped).
+//!
+//! Per-partition answers:
+//! - NotLeader, UnknownTopicOrPartition, FencedLeaderEpoch and other leadership errors: the
+//!   partition is dropped here and reported ([`TroubleKind::NotLeader`]) with the offset it had
+//!   reached; the owner refreshes the metadata and gives it to the new leader's Fetcher at that
+//!   offset, so nothing is lost or repeated.
+//! - OffsetOutOfRange: dropped and reported ([`TroubleKind::OutOfRange`]) for the reset policy.
+//! - undecodable data or any other error: dropped and reported ([`TroubleKind::Failed`]).
+//!
+//! A request that fails as a whole (connection lost, timeout) is retried after a backoff on a
+//! fresh connection; the partitions stay.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use konsumer::consumer::ConsumerConfig;
+use konsumer::kafka_protocol::messages::fetch_request::{
+    FetchPartition as WirePartition, FetchTopic,
+};
+use konsumer::kafka_protocol::messages::{FetchRequest, TopicName};
+use konsumer::kafka_protocol::protocol::StrBytes;
+use konsumer::records::{
+    decode_fetched, AbortedTransaction, DecodeOptions, Isolation, PartitionFetch,
+};
+use konsumer::{Error, KafkaCode};
+use slog::{debug, warn, Logger};
+
+use crate::cluster::Cluster;
+use crate::messages::{
+    Call, Close, ConnectionFor, FetchPartition, FetchTrouble, Fetched, PartitionFlow, Purpose,
+    StopFetching, Target, TroubleKind,
+};
+
+/// Highest Fetch version used: v12+ is flexible and v13+ names topics by id only.
+const FETCH_MAX_VERSION: i16 = 11;
+/// How often a Fetcher whose partitions are all full looks again.
+const FULL_RECHECK: Duration = Duration::from_millis(5);
+
+type Key = (Arc<str>, i32);
+
+/// One fetched partition.
+struct Entry {
+    offset: i64,
+    epoch: u64,
+    flow: Arc<PartitionFlow>,
+    tracker: Recipient<Fetched>,
+    /// Grows when a batch is larger than the configured partition limit and the broker is an
+    /// old one that answers with nothing (KIP-74 brokers return it anyway).
+    max_bytes: i32,
+}
+
+/// Fetches the partitions one broker leads. See the module doc.
+pub struct Fetcher {
+    node: i32,
+    cluster: Addr<Cluster>,
+    config: Arc<ConsumerConfig>,
+    request_timeout: Duration,
+    owner: Recipient<FetchTrouble>,
+    log: Logger,
+    decode: DecodeOptions,
+    partitions: BTreeMap<Key, Entry>,
+    connection: Option<Recipient<Call>>,
+    in_flight: bool,
+    /// A recheck timer is armed (all partitions full, or a backoff).
+    waiting: bool,
+    failures: u32,
+    closed: bool,
+}
+
+/// What one request asked for each partition.
+struct Asked {
+    offset: i64,
+    epoch: u64,
+}
+
+impl Fetcher {
+    pub fn new(
+        node: i32,
+        cluster: Addr<Cluster>,
+        config: Arc<ConsumerConfig>,
+        request_timeout: Duration,
+        owner: Recipient<FetchTrouble>,
+        log: Logger,
+    ) -> Self {
+        Fetcher {
+            node,
+            cluster,
+            config,
+            request_timeout,
+            owner,
+            log,
+            decode: DecodeOptions::default(),
+            partitions: BTreeMap::new(),
+            connection: None,
+            in_flight: false,
+            waiting: false,
+            failures: 0,
+            closed: false,
+        }
+    }
+
+    /// Starts a fetch round unless one is running or a timer will start it.
+    fn poll(&mut self, ctx: &mut Context<Self>) {
+        if self.closed || self.in_flight || self.waiting || self.partitions.is_empty() {
+            return;
+        }
+        let (max_records, max_bytes) =
+            (self.config.buffer_max_records, self.config.buffer_max_bytes);
+        let mut topics: Vec<FetchTopic> = Vec::new();
+        let mut asked: BTreeMap<Key, Asked> = BTreeMap::new();
+        for ((topic, partition), entry) in &self.partitions {
+            if !entry.flow.has_room(max_records, max_bytes) {
+                continue;
+            }
+            let wire = WirePartition::default()
+                .with_partition(*partition)
+                .with_fetch_offset(entry.offset)
+                .with_partition_max_bytes(entry.max_bytes);
+            match topics.last_mut() {
+                Some(t) if t.topic.0.as_str() == &**topic => t.partitions.push(wire),
+                _ => topics.push(
+                    FetchTopic::default()
+                        .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                        .with_partitions(vec![wire]),
+                ),
+            }
+            asked.insert(
+                (topic.clone(), *partition),
+                Asked {
+                    offset: entry.offset,
+                    epoch: entry.epoch,
+                },
+            );
+        }
+        if asked.is_empty() {
+            // Every partition is full: look again shortly (handlers are working).
+            self.wait(FULL_RECHECK, ctx);
+            return;
+        }
+        let request = FetchRequest::default()
+            .with_max_wait_ms(duration_ms(self.config.fetch_max_wait))
+            .with_min_bytes(self.config.fetch_min_bytes)
+            .with_max_bytes(self.config.fetch_max_bytes)
+            .with_isolation_level(match self.config.isolation {
+                Isolation::ReadUncommitted => 0,
+                Isolation::ReadCommitted => 1,
+            })
+            .with_topics(topics);
+        let call = Call::new(request)
+            .with_max_version(FETCH_MAX_VERSION)
+            .with_timeout(self.request_timeout + self.config.fetch_max_wait);
+        self.in_flight = true;
+        let connection = self.connection.clone();
+        let cluster = self.cluster.clone();
+        let node = self.node;
+        let work = async move {
+            let connection = match connection {
+                Some(c) => c,
+                None => {
+                    cluster
+                        .send(ConnectionFor {
+                            target: Target::Broker(node),
+                            purpose: Purpose::Fetch,
+                        })
+                        .await
+                        .map_err(|_| Error::Shutdown("cluster".into()))??
+                        .1
+                }
+            };
+            let reply = connection
+                .send(call)
+                .await
+                .map_err(|_| Error::Shutdown("broker connection".into()))?;
+            Ok::<_, Error>((connection, reply?))
+        };
+        ctx.spawn(work.into_actor(self).map(move |result, act, ctx| {
+            act.in_flight = false;
+            if act.closed {
+                return;
+            }
+            match result.and_then(|(connection, reply)| {
+                act.connection = Some(connection);
+                reply.into_typed::<FetchRequest>("fetch")
+            }) {
+                Ok(response) => {
+                    act.failures = 0;
+                    if response.error_code != 0 {
+                        let error = Error::check(response.error_code, || {
+                            konsumer::Context::default().with_api(konsumer::protocol::ApiKey::Fetch)
+                        })
+                        .err();
+                        warn!(act.log, "fetch failed"; "node" => act.node,
+                            "error" => ?error);
+                        act.back_off(ctx);
+                        return;
+                    }
+                    act.take(response, asked);
+                    act.poll(ctx);
+                }
+                Err(error) => {
+                    debug!(act.log, "fetch request failed"; "node" => act.node, "error" => %error);
+                    act.connection = None;
+                    act.back_off(ctx);
+                }
+            }
+        }));
+    }
+
+    fn wait(&mut self, delay: Duration, ctx: &mut Context<Self>) {
+        self.waiting = true;
+        ctx.run_later(delay, |act, ctx| {
+            act.waiting = false;
+            act.poll(ctx);
+        });
+    }
+
+    fn back_off(&mut self, ctx: &mut Context<Self>) {
+        let delay = self
+            .config
+            .retry_backoff
+            .delay(self.failures, fastrand::f64());
+        self.failures = self.failures.saturating_add(1);
+        self.wait(delay, ctx);
+    }
+
+    /// Hands each partition's records to its tracker; drops and reports partitions in trouble.
+    fn take(
+        &mut self,
+        response: konsumer::kafka_protocol::messages::FetchResponse,
+        asked: BTreeMap<Key, Asked>,
+    ) {
+        let isolation = self.config.isolation;
+        for topic in response.responses {
+            let name = topic.topic.0.as_str();
+            for data in topic.partitions {
+                let Some((key, sent)) =
+                    asked.get_key_value(&(Arc::from(name), data.partition_index))
+                else {
+                    continue; // not asked: ignore
+                };
+                let Some(entry) = self.partitions.get_mut(key) else {
+                    continue; // stopped meanwhile
+                };
+                if entry.epoch != sent.epoch || entry.offset != sent.offset {
+                    continue; // moved (seek) meanwhile: this answer is for the old position
+                }
+                if data.error_code != 0 {
+                    let code = KafkaCode::try_from_code(data.error_code);
+                    let error = Error::Broker {
+                        code: code.unwrap_or(KafkaCode::UnknownServerError),
+                        context: konsumer::Context::broker(format!("node {}", self.node))
+                            .with_api(konsumer::protocol::ApiKey::Fetch)
+                            .with_topic(name)
+                            .with_partition(data.partition_index)
+                            .with_offset(sent.offset),
+                    };
+                    let kind = match code {
+                        Some(KafkaCode::OffsetOutOfRange) => TroubleKind::OutOfRange,
+                        Some(
+                            KafkaCode::NotLeaderOrFollower
+                            | KafkaCode::UnknownTopicOrPartition
+                            | KafkaCode::FencedLeaderEpoch
+                            | KafkaCode::UnknownLeaderEpoch
+                            | KafkaCode::LeaderNotAvailable
+                            | KafkaCode::ReplicaNotAvailable
+                            | KafkaCode::KafkaStorageError
+                            | KafkaCode::OffsetNotAvailable
+                            | KafkaCode::NotCoordinator,
+                        ) => TroubleKind::NotLeader(error),
+                        _ => TroubleKind::Failed(error),
+                    };
+                    let key = key.clone();
+                    self.give_up(key, kind);
+                    continue;
+                }
+                let aborted: Vec<AbortedTransaction> = data
+                    .aborted_transactions
+                    .iter()
+                    .flatten()
+                    .map(|t| AbortedTransaction {
+                        producer_id: t.producer_id.0,
+                        first_offset: t.first_offset,
+                    })
+                    .collect();
+                let fetch = PartitionFetch {
+                    topic: name,
+                    partition: data.partition_index,
+                    fetch_offset: sent.offset,
+                    isolation,
+                    aborted_transactions: &aborted,
+                };
+                let fetched =
+                    decode_fetched(data.records.unwrap_or_default(), &fetch, &self.decode);
+                if fetched.truncated && fetched.batches == 0 && fetched.error.is_none() {
+                    // The next batch is larger than we asked for (a pre-KIP-74 broker).
+                    entry.max_bytes = entry
+                        .max_bytes
+                        .saturating_mul(2)
+                        .min(self.config.fetch_max_bytes);
+                }
+                if !fetched.records.is_empty() || fetched.next_offset > entry.offset {
+                    let bytes: usize = fetched
+                        .records
+                        .iter()
+                        .map(|r| r.key().map_or(0, <[u8]>::len) + r.value().map_or(0, <[u8]>::len))
+                        .sum();
+                    entry.flow.add(fetched.records.len(), bytes);
+                    entry.offset = fetched.next_offset;
+                    entry.tracker.do_send(Fetched {
+                        epoch: entry.epoch,
+                        records: fetched.records,
+                        bytes,
+                        next_offset: fetched.next_offset,
+                        high_watermark: data.high_watermark,
+                    });
+                }
+                if let Some(error) = fetched.error {
+                    let key = key.clone();
+                    self.give_up(key, TroubleKind::Failed(Error::Records(Box::new(error))));
+                }
+            }
+        }
+    }
+
+    fn give_up(&mut self, key: Key, kind: TroubleKind) {
+        let Some(entry) = self.partitions.remove(&key) else {
+            return;
+        };
+        warn!(self.log, "partition left the fetcher"; "node" => self.node, "topic" => &*key.0,
+            "partition" => key.1, "offset" => entry.offset, "cause" => ?kind);
+        self.owner.do_send(FetchTrouble {
+            node: self.node,
+            topic: key.0,
+            partition: key.1,
+            epoch: entry.epoch,
+            next_offset: entry.offset,
+            kind,
+        });
+    }
+}
+
+fn duration_ms(d: Duration) -> i32 {
+    i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
+}
+
+impl Actor for Fetcher {
+    type Context = Context<Self>;
+}
+
+impl Handler<FetchPartition> for Fetcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: FetchPartition, ctx: &mut Context<Self>) {
+        self.partitions.insert(
+            (msg.topic, msg.partition),
+            Entry {
+                offset: msg.offset,
+                epoch: msg.epoch,
+                flow: msg.flow,
+                tracker: msg.tracker,
+                max_bytes: self.config.partition_max_bytes,
+            },
+        );
+        self.poll(ctx);
+    }
+}
+
+impl Handler<StopFetching> for Fetcher {
+    type Result = Option<i64>;
+
+    fn handle(&mut self, msg: StopFetching, _: &mut Context<Self>) -> Option<i64> {
+        self.partitions
+            .remove(&(msg.topic, msg.partition))
+            .map(|entry| entry.offset)
+    }
+}
+
+impl Handler<Close> for Fetcher {
+    type Result = ();
+
+    fn handle(&mut self, _: Close, ctx: &mut Context<Self>) {
+        self.closed = true;
+        self.partitions.clear();
+        ctx.stop();
+    }
+}

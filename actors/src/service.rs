@@ -1,0 +1,957 @@
+//! ConsumerService: joins a group and feeds the assigned partitions to the user's handlers.
+//!
+//! It owns the pipeline of one member: the [`Coordinator`] (membership), a [`Fetcher`] per
+//! leader broker (each on its own arbiter, so decoding uses another core), a
+//! [`PartitionTracker`] per assigned partition, and the commit timer.
+//!
+//! - **Assignment** ([`GroupEvent::RebalanceOk`]): each claimed partition starts at the group's
+//!   committed offset, else where `offset_reset` says (ListOffsets), and is announced
+//!   ([`ConsumerEvent::PartitionStart`]).
+//! - **Revocation** ([`Release`], asked by the Coordinator before it rejoins or leaves): the
+//!   partitions stop being fetched, their trackers finish what is in flight (for at most the
+//!   drain timeout), and their offsets go back to the Coordinator, which commits them while
+//!   the generation still owns them.
+//! - **Commits**: every `commit_interval`, the offsets that changed since the last commit.
+//!   [`CommitNow`] commits at once.
+//! - **Leader moves**: a partition a Fetcher gives up is handed, after a metadata refresh, to
+//!   the new leader's Fetcher at the offset it had reached. **Out of range**: the reset policy.
+//! - **Shutdown** ([`Shutdown`]): leave the group (which releases, drains and commits
+//!   everything first), stop the fetchers, then answer.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures_util::future::join_all;
+use konsumer::consumer::{ConsumerConfig, OffsetReset};
+use konsumer::group::GroupConfig;
+use konsumer::kafka_protocol::messages::list_offsets_request::{
+    ListOffsetsPartition, ListOffsetsTopic,
+};
+use konsumer::kafka_protocol::messages::{ListOffsetsRequest, TopicName};
+use konsumer::kafka_protocol::protocol::StrBytes;
+use konsumer::protocol::ApiKey;
+use konsumer::{ClientConfig, Context as ErrorContext, Error};
+use slog::{info, o, warn, Logger};
+
+use crate::cluster::Cluster;
+use crate::coordinator::Coordinator;
+use crate::fetcher::Fetcher;
+use crate::messages::{
+    Close, Commit, CommitOffset, Drain, EventSink, FetchPartition, FetchTrouble, GetMetadata,
+    GroupEvent, HandlerRef, MarkMetadata, PartitionFlow, PartitionOffsets, PartitionStopped, Pause,
+    Purpose, Release, Route, Seek, StopFetching, Target, TroubleKind,
+};
+use crate::partition_tracker::PartitionTracker;
+use crate::producer::Producer;
+
+/// What the service tells the user: the group's events, and the life of each partition.
+#[derive(Debug, Clone)]
+pub enum ConsumerEvent {
+    Group(GroupEvent),
+    /// A partition is assigned and starts at `offset`.
+    PartitionStart {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
+    /// A partition stopped (handler failure beyond its policy, undecodable data, offset out
+    /// of range with no reset) or skipped records as its policy allows; see `error`.
+    PartitionStopped {
+        topic: String,
+        partition: i32,
+        error: Error,
+    },
+    /// Offsets were committed.
+    Committed {
+        offsets: PartitionOffsets<i64>,
+    },
+    /// Something went wrong that the service carries on after (a failed commit, ...).
+    Error(Error),
+}
+
+impl Message for ConsumerEvent {
+    type Result = ();
+}
+
+/// Where [`ConsumerEvent`]s go.
+#[derive(Debug, Clone, Default)]
+pub enum ConsumerEvents {
+    Recipient(Recipient<ConsumerEvent>),
+    Channel(tokio::sync::mpsc::UnboundedSender<ConsumerEvent>),
+    #[default]
+    None,
+}
+
+impl ConsumerEvents {
+    fn send(&self, event: ConsumerEvent) {
+        match self {
+            ConsumerEvents::Recipient(r) => r.do_send(event),
+            ConsumerEvents::Channel(c) => {
+                let _ = c.send(event);
+            }
+            ConsumerEvents::None => {}
+        }
+    }
+}
+
+/// Makes the handler of one partition (actor per partition). Called again when that handler's
+/// actor is gone (it panicked or stopped): its unfinished records go to the new one.
+pub type HandlerFactory = Arc<dyn Fn(&str, i32) -> HandlerRef + Send + Sync>;
+
+/// Which handler gets which partition.
+#[derive(Clone, Default)]
+pub struct Handlers {
+    pub default: Option<HandlerRef>,
+    pub per_topic: BTreeMap<String, HandlerRef>,
+    pub factory: Option<HandlerFactory>,
+}
+
+impl Handlers {
+    fn for_partition(&self, topic: &str, partition: i32) -> Option<HandlerRef> {
+        if let Some(factory) = &self.factory {
+            return Some(factory(topic, partition));
+        }
+        self.per_topic.get(topic).or(self.default.as_ref()).cloned()
+    }
+}
+
+/// Builds and starts a [`ConsumerService`].
+pub struct ServiceBuilder {
+    client: ClientConfig,
+    group: GroupConfig,
+    consumer: ConsumerConfig,
+    handlers: Handlers,
+    events: ConsumerEvents,
+    producer: Option<Addr<Producer>>,
+    cluster: Option<Addr<Cluster>>,
+    log: Logger,
+}
+
+impl ServiceBuilder {
+    pub fn new(client: ClientConfig, group: GroupConfig) -> Self {
+        ServiceBuilder {
+            client,
+            group,
+            consumer: ConsumerConfig::default(),
+            handlers: Handlers::default(),
+            events: ConsumerEvents::None,
+            producer: None,
+            cluster: None,
+            log: Logger::root(slog::Discard, o!()),
+        }
+    }
+    pub fn consumer_config(mut self, config: ConsumerConfig) -> Self {
+        self.consumer = config;
+        self
+    }
+    /// The handler of every topic without its own.
+    pub fn handler(mut self, handler: HandlerRef) -> Self {
+        self.handlers.default = Some(handler);
+        self
+    }
+    pub fn topic_handler(mut self, topic: impl Into<String>, handler: HandlerRef) -> Self {
+        self.handlers.per_topic.insert(topic.into(), handler);
+        self
+    }
+    /// One handler per partition, made by `factory` (and made again if it dies).
+    pub fn handler_factory(
+        mut self,
+        factory: impl Fn(&str, i32) -> HandlerRef + Send + Sync + 'static,
+    ) -> Self {
+        self.handlers.factory = Some(Arc::new(factory));
+        self
+    }
+    pub fn events(mut self, events: ConsumerEvents) -> Self {
+        self.events = events;
+        self
+    }
+    /// The producer for dead-letter topics.
+    pub fn producer(mut self, producer: Addr<Producer>) -> Self {
+        self.producer = Some(producer);
+        self
+    }
+    /// Use an existing cluster connection (e.g. a mocked one) instead of connecting.
+    pub fn cluster(mut self, cluster: Addr<Cluster>) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+    pub fn logger(mut self, log: Logger) -> Self {
+        self.log = log;
+        self
+    }
+
+    /// Validates everything, connects, and starts the service (which joins the group).
+    pub async fn start(self) -> Result<Addr<ConsumerService>, Error> {
+        self.consumer.validate()?;
+        self.group.validate()?;
+        if self.handlers.default.is_none()
+            && self.handlers.per_topic.is_empty()
+            && self.handlers.factory.is_none()
+        {
+            return Err(Error::Config {
+                field: "handler",
+                detail: "no handler registered (a default, per topic, or a factory)".into(),
+            });
+        }
+        let cluster = match self.cluster {
+            Some(cluster) => cluster,
+            None => Cluster::connect(self.client.clone(), self.log.clone()).await?,
+        };
+        let log = self.log.new(o!("group" => self.group.group_id.clone()));
+        let request_timeout = self.client.request_timeout;
+        let group = self.group;
+        let consumer = Arc::new(self.consumer);
+        let handlers = self.handlers;
+        let events = self.events;
+        let producer = self.producer;
+        let coordinator_log = log.clone();
+        // The coordinator needs the service's address for its events and release hook, and
+        // the service needs the coordinator's: create the service's context first.
+        let context = Context::<ConsumerService>::new();
+        let me = context.address();
+        let coordinator = Coordinator::new(
+            cluster.clone(),
+            group.clone(),
+            EventSink::Recipient(me.clone().recipient()),
+            coordinator_log,
+        )?
+        .with_release(me.clone().recipient());
+        let drain_timeout = consumer.drain_timeout.unwrap_or(group.rebalance_timeout);
+        let service = ConsumerService {
+            cluster,
+            coordinator: coordinator.start(),
+            consumer,
+            request_timeout,
+            drain_timeout,
+            handlers,
+            events,
+            producer,
+            log,
+            fetchers: BTreeMap::new(),
+            partitions: BTreeMap::new(),
+            committed: BTreeMap::new(),
+            committing: false,
+            next_epoch: 1,
+            shutting_down: false,
+        };
+        Ok(context.run(service))
+    }
+}
+
+/// One assigned partition.
+struct Owned {
+    tracker: Addr<PartitionTracker>,
+    flow: Arc<PartitionFlow>,
+    /// The Fetcher's broker, while one fetches it.
+    node: Option<i32>,
+    epoch: u64,
+}
+
+struct FetcherSlot {
+    addr: Addr<Fetcher>,
+    arbiter: Arbiter,
+}
+
+/// One consumer-group member with its pipeline. Build it with [`ServiceBuilder`].
+pub struct ConsumerService {
+    cluster: Addr<Cluster>,
+    coordinator: Addr<Coordinator>,
+    consumer: Arc<ConsumerConfig>,
+    request_timeout: Duration,
+    drain_timeout: Duration,
+    handlers: Handlers,
+    events: ConsumerEvents,
+    producer: Option<Addr<Producer>>,
+    log: Logger,
+    fetchers: BTreeMap<i32, FetcherSlot>,
+    partitions: BTreeMap<(String, i32), Owned>,
+    /// The last committed offset per owned partition.
+    committed: BTreeMap<(String, i32), i64>,
+    committing: bool,
+    next_epoch: u64,
+    shutting_down: bool,
+}
+
+impl ConsumerService {
+    pub fn builder(client: ClientConfig, group: GroupConfig) -> ServiceBuilder {
+        ServiceBuilder::new(client, group)
+    }
+
+    fn epoch(&mut self) -> u64 {
+        self.next_epoch += 1;
+        self.next_epoch
+    }
+
+    fn fetcher(&mut self, node: i32, ctx: &mut Context<Self>) -> Addr<Fetcher> {
+        if let Some(slot) = self.fetchers.get(&node) {
+            if slot.addr.connected() {
+                return slot.addr.clone();
+            }
+        }
+        let arbiter = Arbiter::new();
+        let fetcher = Fetcher::new(
+            node,
+            self.cluster.clone(),
+            self.consumer.clone(),
+            self.request_timeout,
+            ctx.address().recipient(),
+            self.log.new(o!("fetcher" => node)),
+        );
+        let addr = Fetcher::start_in_arbiter(&arbiter.handle(), |_| fetcher);
+        self.fetchers.insert(
+            node,
+            FetcherSlot {
+                addr: addr.clone(),
+                arbiter,
+            },
+        );
+        addr
+    }
+
+    /// Starts consuming newly assigned partitions at their committed offsets (or the reset
+    /// policy's).
+    fn claim(&mut self, committed: PartitionOffsets<Option<i64>>, ctx: &mut Context<Self>) {
+        let cluster = self.cluster.clone();
+        let reset = self.consumer.offset_reset;
+        let work = async move {
+            let mut starts = Vec::new();
+            for ((topic, partition), offset) in committed {
+                let start = match offset.filter(|o| *o >= 0) {
+                    Some(o) => Ok(o),
+                    None => reset_offset(&cluster, &topic, partition, reset).await,
+                };
+                starts.push((topic, partition, start));
+            }
+            starts
+        };
+        ctx.spawn(work.into_actor(self).map(|starts, act, ctx| {
+            for (topic, partition, start) in starts {
+                match start {
+                    Ok(offset) => act.start_partition(topic, partition, offset, ctx),
+                    Err(error) => act.events.send(ConsumerEvent::PartitionStopped {
+                        topic,
+                        partition,
+                        error,
+                    }),
+                }
+            }
+        }));
+    }
+
+    fn start_partition(
+        &mut self,
+        topic: String,
+        partition: i32,
+        offset: i64,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.shutting_down || self.partitions.contains_key(&(topic.clone(), partition)) {
+            return;
+        }
+        let Some(handler) = self.handlers.for_partition(&topic, partition) else {
+            self.events.send(ConsumerEvent::PartitionStopped {
+                topic: topic.clone(),
+                partition,
+                error: Error::Config {
+                    field: "handler",
+                    detail: format!("no handler registered for topic {topic}"),
+                },
+            });
+            return;
+        };
+        let epoch = self.epoch();
+        let flow = Arc::new(PartitionFlow::default());
+        let name: Arc<str> = Arc::from(topic.as_str());
+        let tracker = PartitionTracker::new(
+            name,
+            partition,
+            offset,
+            epoch,
+            self.consumer.clone(),
+            handler,
+            flow.clone(),
+            ctx.address().recipient(),
+            self.producer.clone(),
+            self.log
+                .new(o!("topic" => topic.clone(), "partition" => partition)),
+        )
+        .with_factory(self.handlers.factory.clone())
+        .start();
+        info!(self.log, "partition starts"; "topic" => &topic, "partition" => partition,
+            "offset" => offset);
+        self.committed.insert((topic.clone(), partition), offset);
+        self.partitions.insert(
+            (topic.clone(), partition),
+            Owned {
+                tracker,
+                flow,
+                node: None,
+                epoch,
+            },
+        );
+        self.events.send(ConsumerEvent::PartitionStart {
+            topic: topic.clone(),
+            partition,
+            offset,
+        });
+        self.route(topic, partition, offset, Duration::ZERO, ctx);
+    }
+
+    /// Finds the partition's leader (after `delay`) and has its Fetcher fetch from `offset`.
+    fn route(
+        &mut self,
+        topic: String,
+        partition: i32,
+        offset: i64,
+        delay: Duration,
+        ctx: &mut Context<Self>,
+    ) {
+        let cluster = self.cluster.clone();
+        let refresh = !delay.is_zero();
+        let t = topic.clone();
+        let work = async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let metadata = cluster
+                .send(GetMetadata { refresh })
+                .await
+                .map_err(|_| Error::Shutdown("cluster".into()))??;
+            metadata.leader(&t, partition)
+        };
+        ctx.spawn(work.into_actor(self).map(move |leader, act, ctx| {
+            let key = (topic.clone(), partition);
+            let Some(owned) = act.partitions.get(&key) else {
+                return; // revoked meanwhile
+            };
+            if owned.node.is_some() {
+                return;
+            }
+            match leader {
+                Ok(node) => {
+                    let (epoch, flow, tracker) =
+                        (owned.epoch, owned.flow.clone(), owned.tracker.clone());
+                    let fetcher = act.fetcher(node, ctx);
+                    if let Some(owned) = act.partitions.get_mut(&key) {
+                        owned.node = Some(node);
+                    }
+                    fetcher.do_send(FetchPartition {
+                        topic: Arc::from(topic.as_str()),
+                        partition,
+                        offset,
+                        epoch,
+                        flow,
+                        tracker: tracker.recipient(),
+                    });
+                }
+                Err(error) => {
+                    warn!(act.log, "no leader for partition yet"; "topic" => &topic,
+                        "partition" => partition, "error" => %error);
+                    let delay = act.consumer.retry_backoff.delay(1, fastrand::f64());
+                    act.route(topic, partition, offset, delay, ctx);
+                }
+            }
+        }));
+    }
+
+    /// Commits the offsets that changed since the last commit.
+    fn commit(&mut self, ctx: &mut Context<Self>) {
+        if self.committing || self.shutting_down {
+            return;
+        }
+        let mut offsets = PartitionOffsets::new();
+        for (key, owned) in &self.partitions {
+            let offset = owned.flow.committable.load(Ordering::Relaxed);
+            if self.committed.get(key) != Some(&offset) {
+                offsets.insert(key.clone(), CommitOffset::new(offset));
+            }
+        }
+        if offsets.is_empty() {
+            return;
+        }
+        self.committing = true;
+        let coordinator = self.coordinator.clone();
+        let sent = offsets.clone();
+        ctx.spawn(
+            async move {
+                coordinator
+                    .send(Commit { offsets })
+                    .await
+                    .map_err(|_| Error::Shutdown("coordinator".into()))?
+            }
+            .into_actor(self)
+            .map(move |result, act, _| {
+                act.committing = false;
+                match result {
+                    Ok(()) => {
+                        let mut done = PartitionOffsets::new();
+                        for (key, commit) in sent {
+                            // Only for partitions still owned (a release may have come between).
+                            if let Some(last) = act.committed.get_mut(&key) {
+                                *last = commit.offset;
+                                done.insert(key, commit.offset);
+                            }
+                        }
+                        act.events.send(ConsumerEvent::Committed { offsets: done });
+                    }
+                    Err(error) => {
+                        info!(act.log, "commit failed; retried at the next interval";
+                            "error" => %error);
+                        act.events.send(ConsumerEvent::Error(error));
+                    }
+                }
+            }),
+        );
+    }
+
+    fn stop_fetchers(&mut self) {
+        for (_, slot) in std::mem::take(&mut self.fetchers) {
+            slot.addr.do_send(Close);
+            slot.arbiter.stop();
+        }
+    }
+}
+
+/// The offset `reset` says a partition starts at (ListOffsets to its leader).
+async fn reset_offset(
+    cluster: &Addr<Cluster>,
+    topic: &str,
+    partition: i32,
+    reset: OffsetReset,
+) -> Result<i64, Error> {
+    let timestamp = match reset {
+        OffsetReset::Earliest => -2,
+        OffsetReset::Latest => -1,
+        OffsetReset::None => {
+            return Err(Error::Broker {
+                code: konsumer::KafkaCode::OffsetOutOfRange,
+                context: ErrorContext::default()
+                    .with_api(ApiKey::ListOffsets)
+                    .with_topic(topic)
+                    .with_partition(partition),
+            })
+        }
+    };
+    list_offset(cluster, topic, partition, timestamp).await
+}
+
+/// ListOffsets for one partition: -2 earliest, -1 latest, else the first offset at or after the
+/// timestamp.
+pub async fn list_offset(
+    cluster: &Addr<Cluster>,
+    topic: &str,
+    partition: i32,
+    timestamp: i64,
+) -> Result<i64, Error> {
+    let context = || {
+        ErrorContext::default()
+            .with_api(ApiKey::ListOffsets)
+            .with_topic(topic)
+            .with_partition(partition)
+    };
+    let request = ListOffsetsRequest::default()
+        .with_replica_id((-1).into())
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_timestamp(timestamp)])]);
+    let mut last = None;
+    for attempt in 0..5u32 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+        }
+        let reply = cluster
+            .send(Route {
+                target: Target::Leader {
+                    topic: topic.to_owned(),
+                    partition,
+                },
+                purpose: Purpose::General,
+                call: crate::messages::Call::new(request.clone()),
+            })
+            .await
+            .map_err(|_| Error::Shutdown("cluster".into()))?;
+        let response = match reply.and_then(|r| r.into_typed::<ListOffsetsRequest>("list offsets"))
+        {
+            Ok(r) => r,
+            Err(error) if error.is_retriable() => {
+                last = Some(error);
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
+        let answer = response
+            .topics
+            .iter()
+            .filter(|t| t.name.0.as_str() == topic)
+            .flat_map(|t| t.partitions.iter())
+            .find(|p| p.partition_index == partition);
+        let Some(answer) = answer else {
+            return Err(Error::Protocol {
+                broker: "leader".into(),
+                detail: format!("ListOffsets answer lacks {topic}/{partition}"),
+            });
+        };
+        match Error::check(answer.error_code, context) {
+            Ok(()) => {
+                return Ok(answer.offset);
+            }
+            Err(error) if error.is_retriable() => last = Some(error),
+            Err(error) => return Err(error),
+        }
+    }
+    Err(last.unwrap_or(Error::NoLeader {
+        topic: topic.to_owned(),
+        partition,
+    }))
+}
+
+impl Actor for ConsumerService {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(1024);
+        ctx.run_interval(self.consumer.commit_interval, |act, ctx| {
+            act.commit(ctx);
+        });
+    }
+}
+
+impl Handler<GroupEvent> for ConsumerService {
+    type Result = ();
+
+    fn handle(&mut self, event: GroupEvent, ctx: &mut Context<Self>) {
+        if let GroupEvent::RebalanceOk { committed, .. } = &event {
+            // `committed` holds every claimed partition (None = nothing committed).
+            let claimed: PartitionOffsets<Option<i64>> = committed
+                .iter()
+                .filter(|(key, _)| !self.partitions.contains_key(*key))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
+            self.claim(claimed, ctx);
+        }
+        self.events.send(ConsumerEvent::Group(event));
+    }
+}
+
+impl Handler<Release> for ConsumerService {
+    type Result = ResponseActFuture<Self, PartitionOffsets<CommitOffset>>;
+
+    fn handle(&mut self, release: Release, _: &mut Context<Self>) -> Self::Result {
+        let mut drains = Vec::new();
+        for (topic, partitions) in &release.partitions {
+            for &partition in partitions {
+                let key = (topic.clone(), partition);
+                let Some(owned) = self.partitions.remove(&key) else {
+                    continue;
+                };
+                self.committed.remove(&key);
+                owned.flow.paused.store(true, Ordering::Relaxed);
+                if let Some(node) = owned.node {
+                    if let Some(slot) = self.fetchers.get(&node) {
+                        slot.addr.do_send(StopFetching {
+                            topic: Arc::from(topic.as_str()),
+                            partition,
+                        });
+                    }
+                }
+                let timeout = if release.lost {
+                    Duration::ZERO
+                } else {
+                    self.drain_timeout
+                };
+                let tracker = owned.tracker.clone();
+                drains.push(async move {
+                    let offset = tracker.send(Drain { timeout }).await.ok();
+                    (key, offset)
+                });
+            }
+        }
+        info!(self.log, "releasing partitions"; "count" => drains.len(), "lost" => release.lost);
+        Box::pin(join_all(drains).into_actor(self).map(|results, _, _| {
+            results
+                .into_iter()
+                .filter_map(|(key, offset)| offset.map(|o| (key, o)))
+                .collect()
+        }))
+    }
+}
+
+impl Handler<FetchTrouble> for ConsumerService {
+    type Result = ();
+
+    fn handle(&mut self, trouble: FetchTrouble, ctx: &mut Context<Self>) {
+        let key = (trouble.topic.to_string(), trouble.partition);
+        let Some(owned) = self.partitions.get_mut(&key) else {
+            return;
+        };
+        if owned.epoch != trouble.epoch || owned.node != Some(trouble.node) {
+            return; // about an older position or fetcher
+        }
+        owned.node = None;
+        match trouble.kind {
+            TroubleKind::NotLeader(_) => {
+                let delay = self.consumer.retry_backoff.delay(0, fastrand::f64());
+                self.route(
+                    key.0,
+                    key.1,
+                    trouble.next_offset,
+                    delay.max(Duration::from_millis(1)),
+                    ctx,
+                );
+            }
+            TroubleKind::OutOfRange => {
+                let cluster = self.cluster.clone();
+                let reset = self.consumer.offset_reset;
+                let (topic, partition) = key.clone();
+                let work = async move { reset_offset(&cluster, &topic, partition, reset).await };
+                ctx.spawn(
+                    work.into_actor(self)
+                        .map(move |result, act, ctx| match result {
+                            Ok(offset) => {
+                                warn!(act.log, "offset out of range; reset"; "topic" => &key.0,
+                                "partition" => key.1, "from" => trouble.next_offset,
+                                "to" => offset);
+                                let epoch = act.epoch();
+                                let Some(owned) = act.partitions.get_mut(&key) else {
+                                    return;
+                                };
+                                owned.epoch = epoch;
+                                owned.tracker.do_send(Seek { offset, epoch });
+                                act.route(key.0, key.1, offset, Duration::ZERO, ctx);
+                            }
+                            Err(error) => act.events.send(ConsumerEvent::PartitionStopped {
+                                topic: key.0,
+                                partition: key.1,
+                                error,
+                            }),
+                        }),
+                );
+            }
+            TroubleKind::Failed(error) => {
+                owned.flow.paused.store(true, Ordering::Relaxed);
+                self.events.send(ConsumerEvent::PartitionStopped {
+                    topic: key.0,
+                    partition: key.1,
+                    error,
+                });
+            }
+        }
+    }
+}
+
+impl Handler<PartitionStopped> for ConsumerService {
+    type Result = ();
+
+    fn handle(&mut self, stopped: PartitionStopped, _: &mut Context<Self>) {
+        self.events.send(ConsumerEvent::PartitionStopped {
+            topic: stopped.topic.to_string(),
+            partition: stopped.partition,
+            error: stopped.error,
+        });
+    }
+}
+
+/// Commits the finished offsets now (instead of at the next interval); answers once done.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitNow;
+
+impl Message for CommitNow {
+    type Result = Result<(), Error>;
+}
+
+impl Handler<CommitNow> for ConsumerService {
+    type Result = ResponseActFuture<Self, Result<(), Error>>;
+
+    fn handle(&mut self, _: CommitNow, _: &mut Context<Self>) -> Self::Result {
+        let mut offsets = PartitionOffsets::new();
+        for (key, owned) in &self.partitions {
+            let offset = owned.flow.committable.load(Ordering::Relaxed);
+            if self.committed.get(key) != Some(&offset) {
+                offsets.insert(key.clone(), CommitOffset::new(offset));
+            }
+        }
+        let coordinator = self.coordinator.clone();
+        let sent = offsets.clone();
+        Box::pin(
+            async move {
+                if offsets.is_empty() {
+                    return Ok(());
+                }
+                coordinator
+                    .send(Commit { offsets })
+                    .await
+                    .map_err(|_| Error::Shutdown("coordinator".into()))?
+            }
+            .into_actor(self)
+            .map(|result, act, _| {
+                if result.is_ok() {
+                    for (key, commit) in sent {
+                        if let Some(last) = act.committed.get_mut(&key) {
+                            *last = commit.offset;
+                        }
+                    }
+                }
+                result
+            }),
+        )
+    }
+}
+
+/// Moves a partition to `offset` (rewind or skip ahead): what is in flight is forgotten.
+#[derive(Debug, Clone)]
+pub struct SeekPartition {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl Message for SeekPartition {
+    type Result = Result<(), Error>;
+}
+
+impl Handler<SeekPartition> for ConsumerService {
+    type Result = Result<(), Error>;
+
+    fn handle(&mut self, seek: SeekPartition, ctx: &mut Context<Self>) -> Self::Result {
+        let key = (seek.topic.clone(), seek.partition);
+        let epoch = self.epoch();
+        let Some(owned) = self.partitions.get_mut(&key) else {
+            return Err(not_owned(&seek.topic, seek.partition));
+        };
+        owned.epoch = epoch;
+        owned.tracker.do_send(Seek {
+            offset: seek.offset,
+            epoch,
+        });
+        if let Some(node) = owned.node.take() {
+            if let Some(slot) = self.fetchers.get(&node) {
+                slot.addr.do_send(StopFetching {
+                    topic: Arc::from(seek.topic.as_str()),
+                    partition: seek.partition,
+                });
+            }
+        }
+        self.route(seek.topic, seek.partition, seek.offset, Duration::ZERO, ctx);
+        Ok(())
+    }
+}
+
+fn not_owned(topic: &str, partition: i32) -> Error {
+    Error::Broker {
+        code: konsumer::KafkaCode::UnknownTopicOrPartition,
+        context: ErrorContext::default()
+            .with_topic(topic)
+            .with_partition(partition),
+    }
+}
+
+/// Pauses (`paused: true`) or resumes a partition: no delivery, no fetching meanwhile.
+#[derive(Debug, Clone)]
+pub struct PausePartition {
+    pub topic: String,
+    pub partition: i32,
+    pub paused: bool,
+}
+
+impl Message for PausePartition {
+    type Result = Result<(), Error>;
+}
+
+impl Handler<PausePartition> for ConsumerService {
+    type Result = Result<(), Error>;
+
+    fn handle(&mut self, msg: PausePartition, _: &mut Context<Self>) -> Self::Result {
+        let owned = self
+            .partitions
+            .get(&(msg.topic.clone(), msg.partition))
+            .ok_or_else(|| not_owned(&msg.topic, msg.partition))?;
+        owned.tracker.do_send(Pause(msg.paused));
+        Ok(())
+    }
+}
+
+/// Metadata committed with a partition's next offsets.
+#[derive(Debug, Clone)]
+pub struct MarkPartitionMetadata {
+    pub topic: String,
+    pub partition: i32,
+    pub metadata: Option<String>,
+}
+
+impl Message for MarkPartitionMetadata {
+    type Result = Result<(), Error>;
+}
+
+impl Handler<MarkPartitionMetadata> for ConsumerService {
+    type Result = Result<(), Error>;
+
+    fn handle(&mut self, msg: MarkPartitionMetadata, _: &mut Context<Self>) -> Self::Result {
+        let owned = self
+            .partitions
+            .get(&(msg.topic.clone(), msg.partition))
+            .ok_or_else(|| not_owned(&msg.topic, msg.partition))?;
+        owned.tracker.do_send(MarkMetadata(msg.metadata));
+        Ok(())
+    }
+}
+
+/// The partitions this member consumes now, with their committable offsets.
+#[derive(Debug, Clone, Copy)]
+pub struct GetPartitions;
+
+impl Message for GetPartitions {
+    type Result = PartitionOffsets<i64>;
+}
+
+impl Handler<GetPartitions> for ConsumerService {
+    type Result = MessageResult<GetPartitions>;
+
+    fn handle(&mut self, _: GetPartitions, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            self.partitions
+                .iter()
+                .map(|(k, o)| (k.clone(), o.flow.committable.load(Ordering::Relaxed)))
+                .collect(),
+        )
+    }
+}
+
+/// Stops fetching, lets in-flight records finish, commits, leaves the group, then answers.
+#[derive(Debug, Clone, Copy)]
+pub struct Shutdown;
+
+impl Message for Shutdown {
+    type Result = ();
+}
+
+impl Handler<Shutdown> for ConsumerService {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        info!(self.log, "shutting down");
+        let coordinator = self.coordinator.clone();
+        Box::pin(
+            async move {
+                // The Coordinator releases everything through us (drain + commit), then leaves.
+                let _ = coordinator.send(Close).await;
+            }
+            .into_actor(self)
+            .map(|_, act, ctx| {
+                act.shutting_down = true;
+                act.stop_fetchers();
+                for (_, owned) in std::mem::take(&mut act.partitions) {
+                    owned.tracker.do_send(Drain {
+                        timeout: Duration::ZERO,
+                    });
+                }
+                info!(act.log, "shut down");
+                ctx.stop();
+            }),
+        )
+    }
+}

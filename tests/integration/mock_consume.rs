@@ -1,0 +1,706 @@
+//! The consumption pipeline (ConsumerService, Fetcher, PartitionTracker) against mocked
+//! brokers: delivery and commits, failure policies, deferred acks, in-order-done, seek,
+//! leader moves, offset resets, corrupt data, backpressure, and handler restarts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::{Actor, Addr, Arbiter, Context, Handler};
+use bytes::Bytes;
+use konsumer::consumer::{AfterRetries, ConsumerConfig, FailurePolicy, OffsetReset};
+use konsumer::group::GroupConfig;
+use konsumer::producer::ProducerConfig;
+use konsumer::{Backoff, ClientConfig, Error};
+use konsumer_actors::testkit::{CapturedLog, MockCluster};
+use konsumer_actors::{
+    Ack, Cluster, CommitNow, ConsumerEvent, ConsumerEvents, ConsumerService, HandlerError,
+    HandlerRef, HandlerResult, KafkaBatch, KafkaMessage, Producer, SeekPartition, Shutdown,
+};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::eventually;
+
+const GROUP: &str = "pipeline";
+const TOPIC: &str = "orders";
+
+fn mock() -> MockCluster {
+    let mock = MockCluster::new();
+    mock.add_broker(1, "mock-1", 9092)
+        .add_broker(2, "mock-2", 9092)
+        .add_topic(TOPIC, &[1, 2, 1, 2]);
+    mock
+}
+
+fn fill(mock: &MockCluster, partition: i32, count: usize) {
+    let values: Vec<String> = (0..count).map(|i| format!("p{partition}-{i}")).collect();
+    let records: Vec<_> = values.iter().map(|v| (None, Some(v.as_bytes()))).collect();
+    mock.append(TOPIC, partition, &records);
+}
+
+fn group() -> GroupConfig {
+    let mut config = GroupConfig::new(GROUP, [TOPIC])
+        .with_assignors(&["range"])
+        .expect("built-in");
+    config.session_timeout = Duration::from_millis(1500);
+    config.heartbeat_interval = Duration::from_millis(100);
+    config.rebalance_timeout = Duration::from_secs(2);
+    config.retry_backoff = fast_backoff();
+    config
+}
+
+fn fast_backoff() -> Backoff {
+    Backoff {
+        initial: Duration::from_millis(5),
+        max: Duration::from_millis(20),
+        multiplier: 2.0,
+        jitter: 0.0,
+    }
+}
+
+fn consumer() -> ConsumerConfig {
+    ConsumerConfig {
+        offset_reset: OffsetReset::Earliest,
+        fetch_max_wait: Duration::from_millis(50),
+        commit_interval: Duration::from_millis(50),
+        retry_backoff: fast_backoff(),
+        failure_policy: FailurePolicy {
+            retries: 2,
+            backoff: fast_backoff(),
+            then: AfterRetries::Stop,
+        },
+        ..ConsumerConfig::default()
+    }
+}
+
+/// What a test handler saw: every delivery attempt of every record, in order.
+#[derive(Default)]
+struct Seen {
+    attempts: Mutex<Vec<(i32, i64)>>,
+    /// Deferred records' acks, held until the test answers them.
+    acks: Mutex<Vec<Ack>>,
+}
+
+impl Seen {
+    fn attempts(&self) -> Vec<(i32, i64)> {
+        self.attempts.lock().expect("lock").clone()
+    }
+    fn distinct(&self) -> BTreeSet<(i32, i64)> {
+        self.attempts().into_iter().collect()
+    }
+}
+
+/// A batch handler that fails the records `fail` names (partition, offset) every time.
+struct Batches {
+    seen: Arc<Seen>,
+    fail: BTreeSet<(i32, i64)>,
+}
+
+impl Actor for Batches {
+    type Context = Context<Self>;
+}
+
+impl Handler<KafkaBatch> for Batches {
+    type Result = HandlerResult;
+
+    fn handle(&mut self, batch: KafkaBatch, _: &mut Context<Self>) -> HandlerResult {
+        let mut attempts = self.seen.attempts.lock().expect("lock");
+        for record in &batch.records {
+            attempts.push((batch.partition, record.offset));
+            if self.fail.contains(&(batch.partition, record.offset)) {
+                return Err(HandlerError::at(
+                    record.offset,
+                    format!("cannot handle {}", record.offset),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A per-record handler that defers every record and keeps its ack for the test.
+struct Deferring {
+    seen: Arc<Seen>,
+}
+
+impl Actor for Deferring {
+    type Context = Context<Self>;
+}
+
+impl Handler<KafkaMessage> for Deferring {
+    type Result = HandlerResult;
+
+    fn handle(&mut self, msg: KafkaMessage, _: &mut Context<Self>) -> HandlerResult {
+        self.seen
+            .attempts
+            .lock()
+            .expect("lock")
+            .push((msg.partition, msg.offset()));
+        self.seen.acks.lock().expect("lock").push(msg.defer());
+        Ok(())
+    }
+}
+
+struct Service {
+    addr: Addr<ConsumerService>,
+    events: UnboundedReceiver<ConsumerEvent>,
+    log: CapturedLog,
+}
+
+impl Service {
+    fn stopped(&mut self) -> Vec<(i32, Error)> {
+        let mut out = Vec::new();
+        while let Ok(event) = self.events.try_recv() {
+            if let ConsumerEvent::PartitionStopped {
+                partition, error, ..
+            } = event
+            {
+                out.push((partition, error));
+            }
+        }
+        out
+    }
+}
+
+async fn start(
+    mock: &MockCluster,
+    consumer: ConsumerConfig,
+    handler: HandlerRef,
+    producer: bool,
+) -> Service {
+    let (log, captured) = CapturedLog::new();
+    let client = Arc::new(ClientConfig::new(["mock-1:9092"]));
+    let cluster = Cluster::connect_with(client, log.clone(), mock.connector())
+        .await
+        .expect("bootstrap");
+    let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+    let mut builder = ConsumerService::builder(ClientConfig::new(["mock-1:9092"]), group())
+        .cluster(cluster.clone())
+        .consumer_config(consumer)
+        .handler(handler)
+        .events(ConsumerEvents::Channel(tx))
+        .logger(log.clone());
+    if producer {
+        let producer = Producer::new(cluster, ProducerConfig::default(), log)
+            .expect("producer config")
+            .start();
+        builder = builder.producer(producer);
+    }
+    let addr = builder.start().await.expect("service starts");
+    Service {
+        addr,
+        events,
+        log: captured,
+    }
+}
+
+fn committed(mock: &MockCluster) -> BTreeMap<i32, i64> {
+    mock.group(GROUP)
+        .map(|g| {
+            g.committed
+                .iter()
+                .filter(|((t, _), _)| t == TOPIC)
+                .map(|((_, p), (o, _))| (*p, *o))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn wait_committed(mock: &MockCluster, expected: BTreeMap<i32, i64>, log: &CapturedLog) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = committed(mock);
+        if now == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "committed {now:?}, expected {expected:?}\n{}",
+            log.lines().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn batches(seen: &Arc<Seen>, fail: &[(i32, i64)]) -> HandlerRef {
+    HandlerRef::batches(
+        &Batches {
+            seen: seen.clone(),
+            fail: fail.iter().copied().collect(),
+        }
+        .start(),
+    )
+}
+
+#[actix::test]
+async fn every_record_reaches_the_handler_in_order_and_the_log_ends_are_committed() {
+    let mock = mock();
+    for p in 0..4 {
+        fill(&mock, p, 50);
+        fill(&mock, p, 25);
+    }
+    let seen = Arc::new(Seen::default());
+    let mut service = start(&mock, consumer(), batches(&seen, &[]), false).await;
+    eventually(Duration::from_secs(10), "all 300 records", || {
+        let n = seen.distinct().len();
+        async move { (n == 300).then_some(()) }
+    })
+    .await;
+    let attempts = seen.attempts();
+    assert_eq!(attempts.len(), 300, "a record was delivered twice");
+    for p in 0..4 {
+        let offsets: Vec<i64> = attempts
+            .iter()
+            .filter(|(q, _)| *q == p)
+            .map(|(_, o)| *o)
+            .collect();
+        assert_eq!(offsets, (0..75).collect::<Vec<_>>(), "partition {p}");
+    }
+    wait_committed(&mock, (0..4).map(|p| (p, 75)).collect(), &service.log).await;
+    // New records keep flowing to the running service.
+    fill(&mock, 2, 5);
+    wait_committed(
+        &mock,
+        [(0, 75), (1, 75), (2, 80), (3, 75)].into_iter().collect(),
+        &service.log,
+    )
+    .await;
+    assert!(service.stopped().is_empty());
+    service.addr.send(Shutdown).await.expect("shutdown answers");
+}
+
+#[actix::test]
+async fn a_record_that_keeps_failing_is_retried_then_stops_its_partition_below_it() {
+    let mock = mock();
+    for p in 0..4 {
+        fill(&mock, p, 10);
+    }
+    let seen = Arc::new(Seen::default());
+    let mut service = start(&mock, consumer(), batches(&seen, &[(1, 4)]), false).await;
+    let stopped = eventually(Duration::from_secs(10), "partition 1 stops", || {
+        let stopped = service.stopped();
+        async move { (!stopped.is_empty()).then_some(stopped) }
+    })
+    .await;
+    match &stopped[..] {
+        [(
+            1,
+            Error::Handler {
+                topic,
+                partition: 1,
+                offset: 4,
+                attempts: 3,
+                detail,
+            },
+        )] => {
+            assert_eq!(topic, TOPIC);
+            assert!(detail.contains("cannot handle 4"), "{detail}");
+        }
+        other => panic!("unexpected stops: {other:?}"),
+    }
+    // First delivery plus two retries, each starting at offset 4 (the records before it were
+    // done on the first try).
+    assert_eq!(seen.attempts().iter().filter(|a| **a == (1, 3)).count(), 1);
+    let tries = seen.attempts().iter().filter(|a| **a == (1, 4)).count();
+    assert_eq!(tries, 3);
+    // Partition 1 commits up to the failed record, never past it; the others finish.
+    wait_committed(
+        &mock,
+        [(0, 10), (1, 4), (2, 10), (3, 10)].into_iter().collect(),
+        &service.log,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(committed(&mock).get(&1), Some(&4));
+    service.addr.send(Shutdown).await.expect("shutdown answers");
+    assert_eq!(
+        committed(&mock).get(&1),
+        Some(&4),
+        "shutdown committed past the failure"
+    );
+}
+
+#[actix::test]
+async fn the_skip_policy_passes_a_failing_record_and_says_so() {
+    let mock = mock();
+    fill(&mock, 0, 10);
+    let seen = Arc::new(Seen::default());
+    let mut config = consumer();
+    config.topic_failure_policies.insert(
+        TOPIC.into(),
+        FailurePolicy {
+            retries: 1,
+            backoff: fast_backoff(),
+            then: AfterRetries::Skip,
+        },
+    );
+    let mut service = start(&mock, config, batches(&seen, &[(0, 3)]), false).await;
+    wait_committed(&mock, [(0, 10)].into_iter().collect(), &service.log).await;
+    let reported = service.stopped();
+    assert!(
+        matches!(
+            &reported[..],
+            [(
+                0,
+                Error::Handler {
+                    offset: 3,
+                    attempts: 2,
+                    ..
+                }
+            )]
+        ),
+        "the skip was not reported: {reported:?}"
+    );
+    service.addr.send(Shutdown).await.expect("shutdown answers");
+}
+
+#[actix::test]
+async fn the_dead_letter_policy_produces_the_record_with_its_origin_then_moves_on() {
+    let mock = mock();
+    mock.add_topic("orders.dlq", &[1]);
+    fill(&mock, 0, 6);
+    let seen = Arc::new(Seen::default());
+    let mut config = consumer();
+    config.failure_policy = FailurePolicy {
+        retries: 0,
+        backoff: fast_backoff(),
+        then: AfterRetries::DeadLetter {
+            topic: "orders.dlq".into(),
+        },
+    };
+    let service = start(&mock, config, batches(&seen, &[(0, 2)]), true).await;
+    wait_committed(&mock, [(0, 6)].into_iter().collect(), &service.log).await;
+    let dead = mock.produced("orders.dlq", 0);
+    assert_eq!(dead.len(), 1, "{}", service.log.lines().join("\n"));
+    let record = &dead[0];
+    assert_eq!(record.value(), Some(&b"p0-2"[..]));
+    // The mock re-encodes without headers only for the old path; stored batches keep them.
+    let header = |name: &str| record.headers().last(name).flatten().map(<[u8]>::to_vec);
+    assert_eq!(header("konsumer.origin.topic"), Some(b"orders".to_vec()));
+    assert_eq!(header("konsumer.origin.partition"), Some(b"0".to_vec()));
+    assert_eq!(header("konsumer.origin.offset"), Some(b"2".to_vec()));
+    let error = header("konsumer.error").expect("error header");
+    assert!(String::from_utf8_lossy(&error).contains("cannot handle 2"));
+    service.addr.send(Shutdown).await.expect("shutdown answers");
+}
+
+#[actix::test]
+async fn deferred_acks_in_any_order_commit_only_the_contiguous_done_run() {
+    let mock = mock();
+    fill(&mock, 0, 10);
+    let seen = Arc::new(Seen::default());
+    let config = ConsumerConfig {
+        max_in_flight: 100,
+        ..consumer()
+    };
+    let handler = HandlerRef::messages(&Deferring { seen: seen.clone() }.start());
+    let service = start(&mock, config, handler, false).await;
+    eventually(Duration::from_secs(10), "10 records delivered", || {
+        let n = seen.acks.lock().map(|a| a.len()).unwrap_or(0);
+        async move { (n == 10).then_some(()) }
+    })
+    .await;
+    let mut acks: BTreeMap<i64, Ack> = std::mem::take(&mut *seen.acks.lock().expect("lock"))
+        .into_iter()
+        .map(|a| (a.offsets()[0], a))
+        .collect();
+    // Finish 9, 7, 5, 3, 1: nothing is contiguous from 0.
+    for offset in [9, 7, 5, 3, 1] {
+        acks.remove(&offset).expect("ack").done();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        service.addr.send(CommitNow).await.expect("alive").ok(),
+        Some(())
+    );
+    assert_eq!(committed(&mock).get(&0).copied().unwrap_or(0), 0);
+    // 0 and 2 done: 0..=3 is contiguous.
+    acks.remove(&2).expect("ack").done();
+    acks.remove(&0).expect("ack").done();
+    wait_committed(&mock, [(0, 4)].into_iter().collect(), &service.log).await;
+    // A dropped ack is a failure: redelivered, never counted as done.
+    drop(acks.remove(&4));
+    eventually(Duration::from_secs(5), "offset 4 redelivered", || {
+        let n = seen.attempts().iter().filter(|a| **a == (0, 4)).count();
+        async move { (n == 2).then_some(()) }
+    })
+    .await;
+    for (_, ack) in acks {
+        ack.done();
+    }
+    for ack in std::mem::take(&mut *seen.acks.lock().expect("lock")) {
+        ack.done();
+    }
+    wait_committed(&mock, [(0, 10)].into_iter().collect(), &service.log).await;
+    service.addr.send(Shutdown).await.expect("shutdown answers");
+}
+
+#[actix::test]
+async fn in_order_done_lets_one_ack_cover_every_earlier_record() {
+    let mock = mock();
+    fill(&mock, 0, 10);
+    let seen = Arc::new(Seen::default());
+    let config = ConsumerConfig {
+        max_in_flight: 100,
+        in_order_done: true,
+        ..consumer()
+    };
+    let handler = HandlerRef::messages(&Deferring { seen: seen.clone() }.start());
+    let service = start(&mock, config, handler, false).await;
+    eventually(Duration::from_secs(10), "10 records delivered", || {
+        let n = seen.acks.lock().map(|a| a.len()).unwrap_or(0);
+        async move { (n == 10).then_some(()) }
+    })
+    .await;
+    let mut acks: Vec<Ack> = std::mem::take(&mut *seen.acks.lock().expect("lock"));
+    let seventh = acks.remove(7);
+    seventh.done();
+    wait_committed(&mock, [(0, 8)].into_iter().collect(), &service.log).await;
+    // The covered records' own acks are late duplicates: harmless.
+    for ack in acks {
+        ack.done();
+    }
+    wait_committed(&mock, [(0, 10)].into_iter().collect(), &service.log).await;
+    service.addr.send(Shutdown).await.expect("shutdown answers");
+}
+
+#[actix::test]
+async fn seek_redelivers_from_the_new_offset_and_out_of_range_resets_as_configured() {
+    let mock = mock();
+    fill(&mock, 0, 20);
+    let seen = Arc::new(Seen::default());
+    let service = start(&mock, consumer(), batches(&seen, &[]), false).await;
+    eventually(Duration::from_secs(10), "20 records", || {
+        let n = seen.attempts().len();
+        async move { (n == 20).then_some(()) }
+    })
+    .await;
+    service
+        .addr
+        .send(SeekPartition {
+            topic: TOPIC.into(),
+            partition: 0,
+            offset: 15,
+        })
+        .await
+        .expect("alive")
+        .expect("owned");
+    eventually(Duration::from_secs(10), "15..20 again", || {
+        let n = seen.attempts().len();
+        async move { (n == 25).then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        seen.attempts()[20..]
+            .iter()
+            .map(|a| a.1)
+            .collect::<Vec<_>>(),
+        vec![15, 16, 17, 18, 19]
+    );
+    // Past the end of the log: OffsetOutOfRange, reset to the earliest (the policy here).
+    service
+        .addr
+        .send(SeekPartition {
+            topic: TOPIC.into(),
+            partition: 0,
+            offset: 1_000,
+        })
+        .await
+        .expect("alive")
+        .expect("owned");
+    eventually(Duration::from_secs(10), "reset to 0 and read again", || {
+        let n = seen.attempts().len();
+        async move { (n == 45).then_some(()) }
+    })
+    .await;
+    assert_eq!(seen.attempts()[25].1, 0);
+    assert!(service.log.contains("offset out of range; reset"));
+    service.addr.send(Shutdown).await.expect("shutdown answers");
+}
+
+#[actix::test]
+async fn a_leader_move_continues_at_the_same_offset_on_the_new_leader() {
+    let mock = mock();
+    fill(&mock, 0, 10);
+    let seen = Arc::new(Seen::default());
+    let service = start(&mock, consumer(), batches(&seen, &[]), false).await;
+    eventually(Duration::from_secs(10), "first 10", || {
+        let n = seen.attempts().len();
+        async move { (n == 10).then_some(()) }
+    })
+    .await;
+    mock.move_leader(TOPIC, 0, 2);
+    fill(&mock, 0, 10);
+    eventually(
+        Duration::from_secs(10),
+        "next 10 from the new leader",
+        || {
+            let n = seen.attempts().len();
+            async move { (n >= 20).then_some(()) }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let offsets: Vec<i64> = seen.attempts().iter().map(|a| a.1).collect();
+    assert_eq!(
+        offsets,
+        (0..20).collect::<Vec<_>>(),
+        "lost or repeated records"
+    );
+    assert!(service.log.contains("partition left the fetcher"));
+    service.addr.send(Shutdown).await.expect("shutdown answers");
+}
+
+#[actix::test]
+async fn a_corrupt_batch_stops_its_partition_after_the_good_records_before_it() {
+    let mock = mock();
+    fill(&mock, 0, 5);
+    // A batch header that claims 3 records, followed by garbage.
+    let mut garbage = vec![0u8; 8];
+    garbage.extend_from_slice(&61i32.to_be_bytes());
+    garbage.extend_from_slice(&[0xAB; 61]);
+    mock.append_raw(TOPIC, 0, Bytes::from(garbage), 3);
+    let seen = Arc::new(Seen::default());
+    let mut service = start(&mock, consumer(), batches(&seen, &[]), false).await;
+    let stopped = eventually(Duration::from_secs(10), "partition 0 stops", || {
+        let stopped = service.stopped();
+        async move { (!stopped.is_empty()).then_some(stopped) }
+    })
+    .await;
+    match &stopped[..] {
+        [(0, Error::Records(e))] => {
+            let text = e.to_string();
+            assert!(text.contains(TOPIC) && text.contains('0'), "{text}");
+        }
+        other => panic!("unexpected: {other:?}"),
+    }
+    assert_eq!(seen.distinct().len(), 5);
+    wait_committed(&mock, [(0, 5)].into_iter().collect(), &service.log).await;
+    service.addr.send(Shutdown).await.expect("shutdown answers");
+}
+
+#[actix::test]
+async fn a_full_partition_buffer_stops_fetching_until_records_are_done() {
+    let mock = mock();
+    for _ in 0..50 {
+        fill(&mock, 0, 20); // 1,000 records in batches of 20
+    }
+    let seen = Arc::new(Seen::default());
+    let config = ConsumerConfig {
+        max_in_flight: 10_000,
+        buffer_max_records: 100,
+        partition_max_bytes: 512, // about one batch per fetch
+        ..consumer()
+    };
+    let handler = HandlerRef::messages(&Deferring { seen: seen.clone() }.start());
+    let service = start(&mock, config, handler, false).await;
+    eventually(Duration::from_secs(10), "the buffer fills", || {
+        let n = seen.attempts().len();
+        async move { (n >= 100).then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = seen.attempts().len();
+    assert!(
+        held <= 100 + 20,
+        "{held} records fetched while the handler finished none (limit 100 + one fetch)"
+    );
+    // Finishing them lets the rest through.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while seen.distinct().len() < 1_000 {
+        for ack in std::mem::take(&mut *seen.acks.lock().expect("lock")) {
+            ack.done();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stalled at {}",
+            seen.distinct().len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for ack in std::mem::take(&mut *seen.acks.lock().expect("lock")) {
+        ack.done();
+    }
+    wait_committed(&mock, [(0, 1_000)].into_iter().collect(), &service.log).await;
+    service.addr.send(Shutdown).await.expect("shutdown answers");
+}
+
+/// Panics on the first delivery of offset 3 (once per test), to kill its arbiter.
+struct Fragile {
+    seen: Arc<Seen>,
+    panicked: Arc<Mutex<bool>>,
+}
+
+impl Actor for Fragile {
+    type Context = Context<Self>;
+}
+
+impl Handler<KafkaBatch> for Fragile {
+    type Result = HandlerResult;
+
+    fn handle(&mut self, batch: KafkaBatch, _: &mut Context<Self>) -> HandlerResult {
+        for record in &batch.records {
+            if record.offset == 3 {
+                let mut panicked = self.panicked.lock().expect("lock");
+                if !*panicked {
+                    *panicked = true;
+                    drop(panicked);
+                    panic!("handler bug at offset 3 (on purpose)");
+                }
+            }
+            self.seen
+                .attempts
+                .lock()
+                .expect("lock")
+                .push((batch.partition, record.offset));
+        }
+        Ok(())
+    }
+}
+
+#[actix::test]
+async fn a_panicking_per_partition_handler_is_replaced_and_gets_its_records_again() {
+    let mock = mock();
+    fill(&mock, 0, 3);
+    fill(&mock, 0, 3);
+    let seen = Arc::new(Seen::default());
+    let panicked = Arc::new(Mutex::new(false));
+    let (log, captured) = CapturedLog::new();
+    let client = Arc::new(ClientConfig::new(["mock-1:9092"]));
+    let cluster = Cluster::connect_with(client, log.clone(), mock.connector())
+        .await
+        .expect("bootstrap");
+    let (seen_f, panicked_f) = (seen.clone(), panicked.clone());
+    let service = ConsumerService::builder(ClientConfig::new(["mock-1:9092"]), group())
+        .cluster(cluster)
+        .consumer_config(consumer())
+        .handler_factory(move |_, _| {
+            // Each handler on its own arbiter: a panic ends that thread only.
+            let actor = Fragile {
+                seen: seen_f.clone(),
+                panicked: panicked_f.clone(),
+            };
+            let addr = Fragile::start_in_arbiter(&Arbiter::new().handle(), |_| actor);
+            HandlerRef::batches(&addr)
+        })
+        .logger(log)
+        .start()
+        .await
+        .expect("service starts");
+    eventually(
+        Duration::from_secs(10),
+        "all 6 records of partition 0",
+        || {
+            let n = seen.distinct().iter().filter(|(p, _)| *p == 0).count();
+            async move { (n == 6).then_some(()) }
+        },
+    )
+    .await;
+    assert!(
+        *panicked.lock().expect("lock"),
+        "the handler never panicked"
+    );
+    assert!(captured.contains("handler actor is gone; starting a new one"));
+    wait_committed(&mock, [(0, 6)].into_iter().collect(), &captured).await;
+    service.send(Shutdown).await.expect("shutdown answers");
+}
