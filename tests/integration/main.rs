@@ -17,6 +17,7 @@ mod mock_consume;
 mod mock_fetch;
 mod mock_group;
 mod mock_producer;
+mod peer_consume;
 mod peer_group;
 mod peer_partitioner;
 mod peer_producer;
