@@ -14,6 +14,8 @@
 //!   reached; the owner refreshes the metadata and gives it to the new leader's Fetcher at that
 //!   offset, so nothing is lost or repeated.
 //! - OffsetOutOfRange: dropped and reported ([`TroubleKind::OutOfRange`]) for the reset policy.
+//! - records older than the topic's MaxMessageAge: not delivered; reported
+//!   ([`TroubleKind::TooOld`]) so the owner jumps to the first recent record.
 //! - undecodable data or any other error: dropped and reported ([`TroubleKind::Failed`]).
 //!
 //! A request that fails as a whole (connection lost, timeout) is retried after a backoff on a
@@ -302,6 +304,19 @@ impl Fetcher {
                 };
                 let fetched =
                     decode_fetched(data.records.unwrap_or_default(), &fetch, &self.decode);
+                if let (Some(age), Some(first)) = (
+                    self.config.max_message_age.get(name),
+                    fetched.records.first(),
+                ) {
+                    let age = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+                    let since = now_ms().saturating_sub(age);
+                    if first.timestamp < since {
+                        // Lagging more than MaxMessageAge: the owner jumps ahead instead.
+                        let key = key.clone();
+                        self.give_up(key, TroubleKind::TooOld { since });
+                        continue;
+                    }
+                }
                 if fetched.truncated && fetched.batches == 0 && fetched.error.is_none() {
                     // The next batch is larger than we asked for (a pre-KIP-74 broker).
                     entry.max_bytes = entry
@@ -348,6 +363,13 @@ impl Fetcher {
             kind,
         });
     }
+}
+
+/// Wall-clock milliseconds, as Kafka timestamps are.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn duration_ms(d: Duration) -> i32 {

@@ -824,6 +824,9 @@ pub enum TroubleKind {
     NotLeader(Error),
     /// `next_offset` is not in the log (deleted by retention, or truncated).
     OutOfRange,
+    /// The records at `next_offset` are older than the topic's MaxMessageAge: the partition
+    /// jumps to the first record written at or after `since` (milliseconds since the epoch).
+    TooOld { since: i64 },
     /// Data that cannot be decoded, or an error retrying cannot fix.
     Failed(Error),
 }

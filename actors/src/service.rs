@@ -704,16 +704,28 @@ impl Handler<FetchTrouble> for ConsumerService {
                     ctx,
                 );
             }
-            TroubleKind::OutOfRange => {
+            TroubleKind::OutOfRange | TroubleKind::TooOld { .. } => {
                 let cluster = self.cluster.clone();
                 let reset = self.consumer.offset_reset;
                 let (topic, partition) = key.clone();
-                let work = async move { reset_offset(&cluster, &topic, partition, reset).await };
+                let kind = trouble.kind.clone();
+                let work = async move {
+                    match kind {
+                        TroubleKind::TooOld { since } => {
+                            // The first record at or after `since`; none (-1): the log end.
+                            match list_offset(&cluster, &topic, partition, since).await? {
+                                -1 => list_offset(&cluster, &topic, partition, -1).await,
+                                offset => Ok(offset),
+                            }
+                        }
+                        _ => reset_offset(&cluster, &topic, partition, reset).await,
+                    }
+                };
                 ctx.spawn(
                     work.into_actor(self)
                         .map(move |result, act, ctx| match result {
                             Ok(offset) => {
-                                warn!(act.log, "offset out of range; reset"; "topic" => &key.0,
+                                warn!(act.log, "partition jumps"; "why" => ?trouble.kind, "topic" => &key.0,
                                 "partition" => key.1, "from" => trouble.next_offset,
                                 "to" => offset);
                                 let epoch = act.epoch();

@@ -514,7 +514,8 @@ async fn seek_redelivers_from_the_new_offset_and_out_of_range_resets_as_configur
     })
     .await;
     assert_eq!(seen.attempts()[25].1, 0);
-    assert!(service.log.contains("offset out of range; reset"));
+    assert!(service.log.contains("partition jumps"));
+    assert!(service.log.contains("OutOfRange"));
     service.addr.send(Shutdown).await.expect("shutdown answers");
 }
 
@@ -703,4 +704,49 @@ async fn a_panicking_per_partition_handler_is_replaced_and_gets_its_records_agai
     assert!(captured.contains("handler actor is gone; starting a new one"));
     wait_committed(&mock, [(0, 6)].into_iter().collect(), &captured).await;
     service.send(Shutdown).await.expect("shutdown answers");
+}
+
+#[actix::test]
+async fn a_partition_lagging_more_than_its_max_message_age_jumps_to_recent_records() {
+    let mock = mock();
+    // Ten records from two hours ago, then five from now.
+    let old = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+        - 2 * 3600 * 1000;
+    let mut batch =
+        konsumer::records::BatchBuilder::new(konsumer::compression::Compression::None, None)
+            .base_offset(0);
+    let no_headers: &[(&str, Option<&[u8]>)] = &[];
+    for i in 0..10 {
+        batch.append(
+            old + i,
+            None,
+            Some(format!("old-{i}").as_bytes()),
+            no_headers,
+        );
+    }
+    mock.append_raw(TOPIC, 0, batch.build().expect("batch"), 10);
+    fill(&mock, 0, 5);
+    let seen = Arc::new(Seen::default());
+    let mut config = consumer();
+    config
+        .max_message_age
+        .insert(TOPIC.into(), Duration::from_secs(3600));
+    let service = start(&mock, config, batches(&seen, &[]), false).await;
+    eventually(Duration::from_secs(10), "the five recent records", || {
+        let n = seen.attempts().len();
+        async move { (n >= 5).then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let offsets: Vec<i64> = seen.attempts().iter().map(|a| a.1).collect();
+    assert_eq!(
+        offsets,
+        vec![10, 11, 12, 13, 14],
+        "old records were delivered"
+    );
+    wait_committed(&mock, [(0, 15)].into_iter().collect(), &service.log).await;
+    service.addr.send(Shutdown).await.expect("shutdown answers");
 }
