@@ -27,6 +27,7 @@ pub mod messages;
 pub mod partition_tracker;
 pub mod producer;
 pub mod service;
+pub mod settings;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
@@ -48,3 +49,4 @@ pub use service::{
     CommitNow, ConsumerEvent, ConsumerEvents, ConsumerService, GetPartitions,
     MarkPartitionMetadata, PausePartition, SeekPartition, ServiceBuilder, Shutdown,
 };
+pub use settings::{PolicySettings, ServiceSettings};

@@ -143,6 +143,12 @@ impl ServiceBuilder {
             log: Logger::root(slog::Discard, o!()),
         }
     }
+    /// From settings read with serde (see [`ServiceSettings`](crate::ServiceSettings)),
+    /// validated: the error names the first bad field.
+    pub fn from_settings(settings: crate::settings::ServiceSettings) -> Result<Self, Error> {
+        let (client, group, consumer) = settings.into_configs()?;
+        Ok(ServiceBuilder::new(client, group).consumer_config(consumer))
+    }
     pub fn consumer_config(mut self, config: ConsumerConfig) -> Self {
         self.consumer = config;
         self
