@@ -34,6 +34,36 @@ pub enum CliError {
     #[error("consumer group {group:?} does not exist")]
     GroupNotFound { group: String },
 
+    /// The consumer could not be set up (an invalid setting) or started.
+    #[error("cannot start the consumer: {0}")]
+    Consumer(Error),
+
+    /// Writing the records to standard output failed.
+    #[error("cannot write to standard output: {0}")]
+    Stdout(#[source] std::io::Error),
+
+    /// A consumed partition stopped; the records after its committed offset stay unconsumed.
+    #[error("partition {topic}/{partition} stopped: {source}")]
+    PartitionStopped {
+        topic: String,
+        partition: i32,
+        source: Error,
+    },
+
+    /// SIGINT/SIGTERM handling could not be set up.
+    #[error("cannot install the signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+
+    /// The graceful shutdown did not finish in time.
+    #[error("the consumer did not shut down within {0:?}; records printed since the last commit will be printed again")]
+    ShutdownTimeout(std::time::Duration),
+
+    /// A second signal cut the graceful shutdown short.
+    #[error(
+        "interrupted during shutdown; records printed since the last commit will be printed again"
+    )]
+    Interrupted,
+
     /// A broker's answer that cannot be used.
     #[error("unexpected answer from broker {broker}: {detail}")]
     Unexpected { broker: String, detail: String },

@@ -1,10 +1,12 @@
-//! `konsumer`: a command-line Kafka client built on konsumer-actors.
+//! `konsumer`: a command-line Kafka client built on konsumer-actors: `produce`, `consume`,
+//! `group describe`.
 //!
 //! One module per subcommand, each with its clap `Args` and an `async fn run`; adding a
 //! subcommand is a variant in [`Command`] and an arm in [`run`]. Shared pieces: the connection
 //! flags ([`ConnectArgs`]), the error type ([`error::CliError`], printed to stderr with exit
 //! code 1) and the stderr logger behind `-v` ([`log`]).
 
+mod consume;
 mod describe;
 mod error;
 mod log;
@@ -38,6 +40,9 @@ struct Cli {
 enum Command {
     /// Produce the lines of standard input (`key<TAB>value`, or a value alone) to a topic.
     Produce(produce::ProduceArgs),
+    /// Consume topics in a consumer group: one `topic/partition/offset<TAB>key<TAB>value` line
+    /// per record; only printed records are committed.
+    Consume(consume::ConsumeArgs),
     /// Consumer groups.
     Group {
         #[command(subcommand)]
@@ -125,6 +130,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 async fn run(command: Command, log: slog::Logger) -> Result<(), CliError> {
     match command {
         Command::Produce(args) => produce::run(args, log).await,
+        Command::Consume(args) => consume::run(args, log).await,
         Command::Group {
             command: GroupCommand::Describe(args),
         } => describe::run(args, log).await,

@@ -1,10 +1,12 @@
 //! The `konsumer` binary, run as a user would, against a real broker (tansu) that each test
 //! starts on a free loopback port. librdkafka (the `rdkafka` crate) is the independent peer:
 //! it reads back what the CLI produced and commits the offsets that `group describe` shows.
+//! `konsumer consume` is checked against the CLI's own producer and `group describe`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use konsumer_actors::core::partitioner::partition_for_key;
@@ -487,4 +489,467 @@ fn describing_an_unknown_group_fails() {
         stderr.trim(),
         "error: consumer group \"nobody-here\" does not exist"
     );
+}
+
+// ---- konsumer consume ----
+
+/// `konsumer ARGS` running in the background: its stdout lines and stderr are collected by
+/// threads as they come. Killed (SIGKILL) if dropped while still running.
+struct Running {
+    child: std::process::Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    fn start(args: &[&str]) -> Running {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_konsumer"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the konsumer binary starts");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().expect("piped stdout");
+        let err = child.stderr.take().expect("piped stderr");
+        let lines = stdout.clone();
+        let text = stderr.clone();
+        let readers = vec![
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    lines.lock().unwrap().push(line);
+                }
+            }),
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines() {
+                    let Ok(line) = line else { break };
+                    let mut text = text.lock().unwrap();
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            }),
+        ];
+        Running {
+            child,
+            stdout,
+            stderr,
+            readers,
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// SIGINT, as Ctrl-C sends it.
+    fn interrupt(&self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -INT failed");
+    }
+
+    /// Waits for the exit (at most `limit`) and for the readers to see end-of-file.
+    fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "konsumer did not exit within {limit:?}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        for reader in self.readers.drain(..) {
+            reader.join().expect("output reader");
+        }
+        status
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Keyed input lines `key-i<TAB>value-i` for `range`, and the line `konsumer consume` prints
+/// for each, by (partition, offset): each partition's records get offsets from `first[p]` on,
+/// in input order (the producer keeps a partition's order).
+fn keyed_lines(
+    topic: &str,
+    partitions: i32,
+    range: std::ops::Range<usize>,
+    first: &mut BTreeMap<i32, i64>,
+) -> (String, BTreeMap<(i32, i64), String>) {
+    let mut input = String::new();
+    let mut expected = BTreeMap::new();
+    for i in range {
+        let (key, value) = (format!("key-{i}"), format!("value {i}"));
+        input.push_str(&format!("{key}\t{value}\n"));
+        let partition = partition_for_key(key.as_bytes(), partitions);
+        let offset = first.entry(partition).or_insert(0);
+        expected.insert(
+            (partition, *offset),
+            format!("{topic}/{partition}/{offset}\t{key}\t{value}"),
+        );
+        *offset += 1;
+    }
+    (input, expected)
+}
+
+/// (partition, offset) of a `consume` output line.
+fn position(line: &str) -> (i32, i64) {
+    let place = line.split('\t').next().unwrap_or_default();
+    let mut parts = place.rsplitn(3, '/');
+    let offset = parts.next().and_then(|o| o.parse().ok());
+    let partition = parts.next().and_then(|p| p.parse().ok());
+    match (partition, offset) {
+        (Some(p), Some(o)) => (p, o),
+        _ => panic!("not a consume line: {line:?}"),
+    }
+}
+
+/// Checks that each partition's lines come in offset order; returns the lines by position,
+/// panicking on a repeat.
+fn by_position(lines: &[String]) -> BTreeMap<(i32, i64), String> {
+    let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for line in lines {
+        let (partition, offset) = position(line);
+        if let Some(previous) = last.insert(partition, offset) {
+            assert!(
+                offset > previous,
+                "partition {partition}: {offset} after {previous}"
+            );
+        }
+        assert!(
+            out.insert((partition, offset), line.clone()).is_none(),
+            "printed twice: {line:?}"
+        );
+    }
+    out
+}
+
+/// 50 records produced by the CLI (keyed ones spread by murmur2; then, pinned to partition 0,
+/// lines without a key, an empty value, and non-ASCII text) come back from `consume
+/// --from-beginning --count 50` as exactly the expected lines, each partition in offset order,
+/// and the command exits 0 on its own.
+#[test]
+fn consume_prints_every_record_as_a_line_and_stops_at_the_count() {
+    let broker = TansuBroker::start(Storage::Memory);
+    broker.create_topic("lines", 3);
+    let bootstrap = broker.bootstrap();
+    let mut next = BTreeMap::new();
+    let (input, mut expected) = keyed_lines("lines", 3, 0..45, &mut next);
+    succeeded(&konsumer(
+        &["produce", "-b", &bootstrap, "-t", "lines"],
+        input.as_bytes(),
+    ));
+    let pinned = ["no key 1", "no key 2", "k\t", "clé\tvaleur ünïcode", "last"];
+    succeeded(&konsumer(
+        &["produce", "-b", &bootstrap, "-t", "lines", "-p", "0"],
+        format!("{}\n", pinned.join("\n")).as_bytes(),
+    ));
+    let zero = next.get(&0).copied().unwrap_or(0);
+    for (i, line) in pinned.iter().enumerate() {
+        let (key, value) = line.split_once('\t').unwrap_or(("", line));
+        expected.insert(
+            (0, zero + i as i64),
+            format!("lines/0/{}\t{key}\t{value}", zero + i as i64),
+        );
+    }
+    assert_eq!(expected.len(), 50);
+
+    let started = Instant::now();
+    let output = konsumer(
+        &[
+            "consume",
+            "-b",
+            &bootstrap,
+            "-g",
+            "printer",
+            "-t",
+            "lines",
+            "--from-beginning",
+            "--count",
+            "50",
+        ],
+        b"",
+    );
+    let stdout = succeeded(&output);
+    let lines: Vec<String> = stdout.lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 50, "{stdout}");
+    assert!(stdout.ends_with('\n'));
+    assert_eq!(by_position(&lines), expected);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Commits follow the output: `--count 20` prints 20 records and commits exactly those; a
+/// second member of the same group with `--count 30` prints exactly the other 30 (no gap, no
+/// repeat, each partition continuing where the first stopped); a third prints nothing and
+/// exits 0 on SIGINT. Sqlite storage: the second member resumes inside produced batches,
+/// which tansu's memory engine cannot fetch from.
+#[test]
+fn consume_commits_only_what_it_printed() {
+    let broker = TansuBroker::start(Storage::Sqlite);
+    broker.create_topic("resume", 3);
+    let bootstrap = broker.bootstrap();
+    let (input, expected) = keyed_lines("resume", 3, 0..50, &mut BTreeMap::new());
+    succeeded(&konsumer(
+        &["produce", "-b", &bootstrap, "-t", "resume"],
+        input.as_bytes(),
+    ));
+    let consume = |count: &str| {
+        konsumer(
+            &[
+                "consume",
+                "-b",
+                &bootstrap,
+                "-g",
+                "resumer",
+                "-t",
+                "resume",
+                "--from-beginning",
+                "-n",
+                count,
+                "--session-timeout",
+                "6s",
+            ],
+            b"",
+        )
+    };
+    let first: Vec<String> = succeeded(&consume("20"))
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(first.len(), 20, "{first:?}");
+    let second: Vec<String> = succeeded(&consume("30"))
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(second.len(), 30, "{second:?}");
+
+    let first = by_position(&first);
+    let second = by_position(&second);
+    // Per partition the first run printed a prefix and the second the rest.
+    for partition in 0..3 {
+        let ends_at = first
+            .keys()
+            .filter(|(p, _)| *p == partition)
+            .map(|(_, o)| o + 1)
+            .max()
+            .unwrap_or(0);
+        let resumes_at = second
+            .keys()
+            .filter(|(p, _)| *p == partition)
+            .map(|(_, o)| *o)
+            .min();
+        if let Some(resumed) = resumes_at {
+            assert_eq!(resumed, ends_at, "partition {partition}: a gap or a repeat");
+        }
+    }
+    let mut all = first.clone();
+    for (position, line) in second {
+        assert!(all.insert(position, line).is_none(), "printed twice");
+    }
+    assert_eq!(all, expected);
+
+    // Everything is committed: a third member finds nothing, and stops cleanly on SIGINT.
+    let mut third = Running::start(&[
+        "consume",
+        "-b",
+        &bootstrap,
+        "-g",
+        "resumer",
+        "-t",
+        "resume",
+        "--from-beginning",
+        "--session-timeout",
+        "6s",
+        "-v",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while third.stderr().matches("partition starts").count() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the third member got no partitions:\n{}",
+            third.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    third.interrupt();
+    let status = third.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status}:\n{}", third.stderr());
+    assert_eq!(third.lines(), Vec::<String>::new());
+    assert!(
+        third.stderr().contains("left the group"),
+        "{}",
+        third.stderr()
+    );
+}
+
+/// Two `konsumer consume` processes in one group split a topic's 4 partitions: together they
+/// print each of 200 records exactly once, every partition by one of them only; `group
+/// describe` then shows lag 0 everywhere; both exit 0 on SIGINT.
+///
+/// Memory storage, because tansu 0.6.0 cannot describe a group stored by its sqlite engine.
+/// The members join before anything is produced (the memory engine cannot fetch from an offset
+/// inside a batch, where a partition moved in a rebalance might resume), and each partition's
+/// last record is produced alone (the memory engine's end offset is right only then).
+#[test]
+fn two_consumers_split_the_partitions_and_print_every_record_once() {
+    let broker = TansuBroker::start(Storage::Memory);
+    broker.create_topic("split", 4);
+    let bootstrap = broker.bootstrap();
+    let member = || {
+        Running::start(&[
+            "consume",
+            "-b",
+            &bootstrap,
+            "-g",
+            "splitters",
+            "-t",
+            "split",
+            "--from-beginning",
+            "--commit-interval",
+            "200ms",
+            "--session-timeout",
+            "6s",
+            "-v",
+        ])
+    };
+    let mut members = [member(), member()];
+    let describe = || {
+        succeeded(&konsumer(
+            &["group", "describe", "splitters", "-b", &bootstrap],
+            b"",
+        ))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stdout = describe();
+        if field(&stdout, "MEMBERS") == "2" && field(&stdout, "STATE") == "Stable" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group did not settle:\n{stdout}\n{}\n{}",
+            members[0].stderr(),
+            members[1].stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+
+    let mut next = BTreeMap::new();
+    let (input, mut expected) = keyed_lines("split", 4, 0..196, &mut next);
+    succeeded(&konsumer(
+        &["produce", "-b", &bootstrap, "-t", "split"],
+        input.as_bytes(),
+    ));
+    for partition in 0..4 {
+        let offset = next.get(&partition).copied().unwrap_or(0);
+        let p = partition.to_string();
+        succeeded(&konsumer(
+            &["produce", "-b", &bootstrap, "-t", "split", "-p", &p],
+            format!("last-{p}\tend of partition {p}\n").as_bytes(),
+        ));
+        expected.insert(
+            (partition, offset),
+            format!("split/{partition}/{offset}\tlast-{p}\tend of partition {p}"),
+        );
+    }
+    assert_eq!(expected.len(), 200);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while members.iter().map(|m| m.lines().len()).sum::<usize>() < 200 {
+        assert!(
+            Instant::now() < deadline,
+            "{} + {} of 200 records printed:\n{}\n{}",
+            members[0].lines().len(),
+            members[1].lines().len(),
+            members[0].stderr(),
+            members[1].stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The offsets catch up with the ends of the partitions. (A partition shows up once it has
+    // a committed offset: tansu 0.6.0 describes members without their assignments.)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stdout = loop {
+        let stdout = describe();
+        let rows = partition_rows(&stdout);
+        if rows.len() == 4 && rows.values().all(|[_, _, lag]| lag == "0") {
+            break stdout;
+        }
+        assert!(Instant::now() < deadline, "lag stays:\n{stdout}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(field(&stdout, "MEMBERS"), "2", "{stdout}");
+    assert_eq!(field(&stdout, "TOTAL-LAG"), "0", "{stdout}");
+    let rows = partition_rows(&stdout);
+    for ((topic, partition), [committed, end, lag]) in &rows {
+        let count = next.get(partition).copied().unwrap_or(0) + 1;
+        assert_eq!(topic, "split");
+        assert_eq!(committed, &count.to_string(), "{stdout}");
+        assert_eq!(end, &count.to_string(), "{stdout}");
+        assert_eq!(lag, "0", "{stdout}");
+    }
+
+    for member in &members {
+        member.interrupt();
+    }
+    let mut printed = Vec::new();
+    for member in &mut members {
+        let status = member.wait(Duration::from_secs(30));
+        assert!(status.success(), "{status}:\n{}", member.stderr());
+        assert!(
+            member.stderr().contains("left the group"),
+            "{}",
+            member.stderr()
+        );
+        printed.push(by_position(&member.lines()));
+    }
+
+    // A split: both printed, no partition by both, and together everything once.
+    let partitions = |p: &BTreeMap<(i32, i64), String>| {
+        p.keys()
+            .map(|(partition, _)| *partition)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let (a, b) = (partitions(&printed[0]), partitions(&printed[1]));
+    assert!(!a.is_empty() && !b.is_empty(), "no split: {a:?} / {b:?}");
+    assert!(
+        a.is_disjoint(&b),
+        "a partition printed by both: {a:?} / {b:?}"
+    );
+    let mut all = printed[0].clone();
+    for (position, line) in printed[1].clone() {
+        assert!(all.insert(position, line).is_none(), "printed twice");
+    }
+    assert_eq!(all, expected);
 }
