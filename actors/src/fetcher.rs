@@ -117,6 +117,14 @@ impl Fetcher {
         if self.closed || self.in_flight || self.waiting || self.partitions.is_empty() {
             return;
         }
+        if !self.owner.connected() {
+            // The service is gone without closing us (its thread was stopped): so are we, with
+            // the arbiter the service started for us.
+            self.closed = true;
+            ctx.stop();
+            Arbiter::current().stop();
+            return;
+        }
         let (max_records, max_bytes) =
             (self.config.buffer_max_records, self.config.buffer_max_bytes);
         let mut topics: Vec<FetchTopic> = Vec::new();
