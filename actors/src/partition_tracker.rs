@@ -279,25 +279,20 @@ impl PartitionTracker {
                 self.failed(&from, error, ctx);
             }
             Err(_) if self.factory.is_some() => {
-                // The handler died (a panic ends its arbiter): a fresh one gets the records.
-                let (generation, attempts) = (delivery.handler_generation, delivery.attempts);
-                let records = std::mem::take(&mut delivery.records);
-                self.deliveries.remove(&id);
+                // The handler died (a panic ends its arbiter): a fresh one takes over, and the
+                // records count as failed once, so a record that kills every handler meets the
+                // failure policy instead of looping.
+                let generation = delivery.handler_generation;
+                let offsets: Vec<i64> = delivery.records.iter().map(|r| r.offset).collect();
                 if generation == self.handler_generation {
                     if let Some(factory) = &self.factory {
-                        warn!(self.log, "handler actor is gone; starting a new one";
-                            "topic" => &*self.topic, "partition" => self.partition);
+                        warn!(self.log, "handler actor is gone; starting a new one");
                         self.handler = factory(&self.topic, self.partition);
                         self.handler_generation += 1;
                     }
                 }
-                let open: Vec<Record> = records
-                    .into_iter()
-                    .filter(|r| !is_done(&self.offsets, r.offset))
-                    .collect();
-                if !open.is_empty() {
-                    self.send(open, attempts.saturating_add(1), ctx);
-                }
+                let error = HandlerError::new("the handler actor died (panicked or stopped)");
+                self.failed(&offsets, error, ctx);
             }
             Err(_) => {
                 let at = delivery.records.first().map_or(-1, |r| r.offset);

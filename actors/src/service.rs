@@ -98,7 +98,10 @@ impl ConsumerEvents {
 }
 
 /// Makes the handler of one partition (actor per partition). Called again when that handler's
-/// actor is gone (it panicked or stopped): its unfinished records go to the new one.
+/// actor is gone (it panicked or stopped): its unfinished records go to the new one (counted as
+/// a failed attempt, so the failure policy bounds a record that kills every handler). A handler
+/// started on its own `Arbiter` here should stop that arbiter in its `stopped()`: the service
+/// does not know about it, and the thread would outlive the partition.
 pub type HandlerFactory = Arc<dyn Fn(&str, i32) -> HandlerRef + Send + Sync>;
 
 /// Which handler gets which partition.
@@ -202,6 +205,15 @@ impl ServiceBuilder {
                 detail: "no handler registered (a default, per topic, or a factory)".into(),
             });
         }
+        let dead_letters = std::iter::once(&self.consumer.failure_policy)
+            .chain(self.consumer.topic_failure_policies.values())
+            .any(|p| matches!(p.then, konsumer::consumer::AfterRetries::DeadLetter { .. }));
+        if dead_letters && self.producer.is_none() {
+            return Err(Error::Config {
+                field: "failure_policy",
+                detail: "a dead-letter policy needs a producer (ServiceBuilder::producer)".into(),
+            });
+        }
         let cluster = match self.cluster {
             Some(cluster) => cluster,
             None => Cluster::connect(self.client.clone(), self.log.clone()).await?,
@@ -213,7 +225,8 @@ impl ServiceBuilder {
         let handlers = self.handlers;
         let events = self.events;
         let producer = self.producer;
-        let coordinator_log = log.clone();
+        // The Coordinator adds the group to its own log lines.
+        let coordinator_log = self.log.clone();
         // The coordinator needs the service's address for its events and release hook, and
         // the service needs the coordinator's: create the service's context first.
         let context = Context::<ConsumerService>::new();

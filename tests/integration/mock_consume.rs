@@ -750,3 +750,78 @@ async fn a_partition_lagging_more_than_its_max_message_age_jumps_to_recent_recor
     wait_committed(&mock, [(0, 15)].into_iter().collect(), &service.log).await;
     service.addr.send(Shutdown).await.expect("shutdown answers");
 }
+
+/// Panics on every delivery of offset 3: a poison record.
+struct Doomed;
+
+impl Actor for Doomed {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        Arbiter::current().stop();
+    }
+}
+
+impl Handler<KafkaBatch> for Doomed {
+    type Result = HandlerResult;
+
+    fn handle(&mut self, batch: KafkaBatch, _: &mut Context<Self>) -> HandlerResult {
+        if batch.records.iter().any(|r| r.offset == 3) {
+            panic!("poison record at offset 3 (on purpose)");
+        }
+        Ok(())
+    }
+}
+
+#[actix::test]
+async fn a_record_that_kills_every_handler_meets_the_failure_policy_instead_of_looping() {
+    let mock = mock();
+    fill(&mock, 0, 6);
+    let made = Arc::new(Mutex::new(0u32));
+    let (log, captured) = CapturedLog::new();
+    let client = Arc::new(ClientConfig::new(["mock-1:9092"]));
+    let cluster = Cluster::connect_with(client, log.clone(), mock.connector())
+        .await
+        .expect("bootstrap");
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let counter = made.clone();
+    let service = ConsumerService::builder(ClientConfig::new(["mock-1:9092"]), group())
+        .cluster(cluster)
+        .consumer_config(consumer())
+        .handler_factory(move |_, _| {
+            *counter.lock().expect("lock") += 1;
+            HandlerRef::batches(&Doomed::start_in_arbiter(&Arbiter::new().handle(), |_| {
+                Doomed
+            }))
+        })
+        .events(ConsumerEvents::Channel(tx))
+        .logger(log)
+        .start()
+        .await
+        .expect("service starts");
+    let stopped = eventually(Duration::from_secs(10), "partition 0 stops", || {
+        let mut found = None;
+        while let Ok(event) = events.try_recv() {
+            if let ConsumerEvent::PartitionStopped {
+                partition: 0,
+                error,
+                ..
+            } = event
+            {
+                found = Some(error);
+            }
+        }
+        async move { found }
+    })
+    .await;
+    assert!(
+        matches!(stopped, Error::Handler { attempts: 3, .. }),
+        "{stopped:?}\n{}",
+        captured.lines().join("\n")
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // One handler per partition at the start, plus one per death of partition 0's handler.
+    let made = *made.lock().expect("lock");
+    assert_eq!(made, 4 + 3, "handlers made");
+    service.send(Shutdown).await.expect("shutdown answers");
+}
