@@ -733,6 +733,8 @@ pub struct PartitionFlow {
     pub committable: std::sync::atomic::AtomicI64,
     /// Set while the partition is paused or stopped: not fetched.
     pub paused: std::sync::atomic::AtomicBool,
+    /// Metadata committed with the partition's offsets ([`MarkMetadata`]).
+    pub metadata: std::sync::Mutex<Option<String>>,
 }
 
 impl PartitionFlow {

@@ -678,6 +678,9 @@ impl Handler<MarkMetadata> for PartitionTracker {
     type Result = ();
 
     fn handle(&mut self, MarkMetadata(metadata): MarkMetadata, _: &mut Context<Self>) {
+        if let Ok(mut shared) = self.flow.metadata.lock() {
+            shared.clone_from(&metadata);
+        }
         self.metadata = metadata;
     }
 }

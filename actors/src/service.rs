@@ -269,6 +269,17 @@ struct Owned {
     epoch: u64,
 }
 
+impl Owned {
+    /// `offset` with the metadata the partition was marked with.
+    fn commit_offset(&self, offset: i64) -> CommitOffset {
+        CommitOffset {
+            offset,
+            leader_epoch: None,
+            metadata: self.flow.metadata.lock().ok().and_then(|m| m.clone()),
+        }
+    }
+}
+
 struct FetcherSlot {
     addr: Addr<Fetcher>,
     arbiter: Arbiter,
@@ -485,7 +496,7 @@ impl ConsumerService {
         for (key, owned) in &self.partitions {
             let offset = owned.flow.committable.load(Ordering::Relaxed);
             if self.committed.get(key) != Some(&offset) {
-                offsets.insert(key.clone(), CommitOffset::new(offset));
+                offsets.insert(key.clone(), owned.commit_offset(offset));
             }
         }
         if offsets.is_empty() {
@@ -803,7 +814,7 @@ impl Handler<CommitNow> for ConsumerService {
         for (key, owned) in &self.partitions {
             let offset = owned.flow.committable.load(Ordering::Relaxed);
             if self.committed.get(key) != Some(&offset) {
-                offsets.insert(key.clone(), CommitOffset::new(offset));
+                offsets.insert(key.clone(), owned.commit_offset(offset));
             }
         }
         let coordinator = self.coordinator.clone();

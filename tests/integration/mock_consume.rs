@@ -825,3 +825,62 @@ async fn a_record_that_kills_every_handler_meets_the_failure_policy_instead_of_l
     assert_eq!(made, 4 + 3, "handlers made");
     service.send(Shutdown).await.expect("shutdown answers");
 }
+
+#[actix::test]
+async fn pause_holds_a_partition_and_marked_metadata_is_committed_with_its_offset() {
+    let mock = mock();
+    fill(&mock, 0, 5);
+    let seen = Arc::new(Seen::default());
+    let service = start(&mock, consumer(), batches(&seen, &[]), false).await;
+    eventually(Duration::from_secs(10), "first 5", || {
+        let n = seen.attempts().len();
+        async move { (n == 5).then_some(()) }
+    })
+    .await;
+    service
+        .addr
+        .send(konsumer_actors::PausePartition {
+            topic: TOPIC.into(),
+            partition: 0,
+            paused: true,
+        })
+        .await
+        .expect("alive")
+        .expect("owned");
+    service
+        .addr
+        .send(konsumer_actors::MarkPartitionMetadata {
+            topic: TOPIC.into(),
+            partition: 0,
+            metadata: Some("checkpoint-7".into()),
+        })
+        .await
+        .expect("alive")
+        .expect("owned");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    fill(&mock, 0, 5);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(seen.attempts().len(), 5, "a paused partition was delivered");
+    service
+        .addr
+        .send(konsumer_actors::PausePartition {
+            topic: TOPIC.into(),
+            partition: 0,
+            paused: false,
+        })
+        .await
+        .expect("alive")
+        .expect("owned");
+    eventually(Duration::from_secs(10), "the next 5 after resume", || {
+        let n = seen.attempts().len();
+        async move { (n == 10).then_some(()) }
+    })
+    .await;
+    wait_committed(&mock, [(0, 10)].into_iter().collect(), &service.log).await;
+    let group = mock.group(GROUP).expect("group");
+    assert_eq!(
+        group.committed.get(&(TOPIC.to_owned(), 0)),
+        Some(&(10, Some("checkpoint-7".to_owned())))
+    );
+    service.addr.send(Shutdown).await.expect("shutdown answers");
+}
