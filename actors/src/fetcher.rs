@@ -336,7 +336,7 @@ impl Fetcher {
                     let bytes: usize = fetched
                         .records
                         .iter()
-                        .map(|r| r.key().map_or(0, <[u8]>::len) + r.value().map_or(0, <[u8]>::len))
+                        .map(crate::messages::record_bytes)
                         .sum();
                     entry.flow.add(fetched.records.len(), bytes);
                     entry.offset = fetched.next_offset;

@@ -763,6 +763,11 @@ impl PartitionFlow {
     }
 }
 
+/// What a record counts for in [`PartitionFlow::bytes`]: its key and value.
+pub(crate) fn record_bytes(record: &Record) -> usize {
+    record.key().map_or(0, <[u8]>::len) + record.value().map_or(0, <[u8]>::len)
+}
+
 /// Records a Fetcher hands to a partition's tracker. `next_offset`: where the next fetch
 /// starts (past skipped control batches too), so the tracker knows which offsets will never
 /// come.

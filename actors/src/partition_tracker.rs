@@ -28,9 +28,9 @@ use slog::{info, warn, Logger};
 use tokio::sync::oneshot;
 
 use crate::messages::{
-    AckTarget, Acked, CommitOffset, Drain, Fetched, HandlerError, HandlerRef, HandlerResult,
-    KafkaBatch, KafkaMessage, MarkMetadata, PartitionFlow, PartitionStopped, Pause, ProducerRecord,
-    Seek,
+    record_bytes, AckTarget, Acked, CommitOffset, Drain, Fetched, HandlerError, HandlerRef,
+    HandlerResult, KafkaBatch, KafkaMessage, MarkMetadata, PartitionFlow, PartitionStopped, Pause,
+    ProducerRecord, Seek,
 };
 use crate::producer::Producer;
 use crate::service::HandlerFactory;
@@ -51,6 +51,17 @@ struct Delivery {
     attempts: u32,
     ack: Arc<AckTarget>,
     answered: bool,
+}
+
+impl Delivery {
+    /// The offsets whose handler deferred them to an [`Ack`](crate::messages::Ack).
+    fn deferred(&self) -> Vec<i64> {
+        self.ack
+            .deferred
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default()
+    }
 }
 
 /// One partition's delivery and completion state. See the module doc.
@@ -244,12 +255,7 @@ impl PartitionTracker {
         self.unanswered = self.unanswered.saturating_sub(1);
         match result {
             Ok(Ok(())) => {
-                let deferred = delivery
-                    .ack
-                    .deferred
-                    .lock()
-                    .map(|d| d.clone())
-                    .unwrap_or_default();
+                let deferred = delivery.deferred();
                 let finished: Vec<i64> = delivery
                     .records
                     .iter()
@@ -259,12 +265,7 @@ impl PartitionTracker {
                 self.complete(&finished);
             }
             Ok(Err(error)) => {
-                let deferred = delivery
-                    .ack
-                    .deferred
-                    .lock()
-                    .map(|d| d.clone())
-                    .unwrap_or_default();
+                let deferred = delivery.deferred();
                 let (before, from): (Vec<i64>, Vec<i64>) = delivery
                     .records
                     .iter()
@@ -553,10 +554,6 @@ fn is_done(offsets: &OffsetTracker, offset: i64) -> bool {
     // Below the committable offset everything opened is done; at or above it, done() would
     // tell, but without mutating: an offset that is still open keeps the delivery.
     offset < offsets.committable()
-}
-
-fn record_bytes(record: &Record) -> usize {
-    record.key().map_or(0, <[u8]>::len) + record.value().map_or(0, <[u8]>::len)
 }
 
 impl Actor for PartitionTracker {

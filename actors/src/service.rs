@@ -492,6 +492,20 @@ impl ConsumerService {
         if self.committing || self.shutting_down {
             return;
         }
+        self.committing = true;
+        let work = self.commit_changed().map(|result, act: &mut Self, _| {
+            act.committing = false;
+            if let Err(error) = result {
+                info!(act.log, "commit failed; retried at the next interval"; "error" => %error);
+                act.events.send(ConsumerEvent::Error(error));
+            }
+        });
+        ctx.spawn(work);
+    }
+
+    /// Commits each owned partition whose committable offset changed since its last commit,
+    /// then remembers and announces what was committed.
+    fn commit_changed(&mut self) -> impl ActorFuture<Self, Output = Result<(), Error>> {
         let mut offsets = PartitionOffsets::new();
         for (key, owned) in &self.partitions {
             let offset = owned.flow.committable.load(Ordering::Relaxed);
@@ -499,42 +513,32 @@ impl ConsumerService {
                 offsets.insert(key.clone(), owned.commit_offset(offset));
             }
         }
-        if offsets.is_empty() {
-            return;
-        }
-        self.committing = true;
         let coordinator = self.coordinator.clone();
         let sent = offsets.clone();
-        ctx.spawn(
-            async move {
-                coordinator
-                    .send(Commit { offsets })
-                    .await
-                    .map_err(|_| Error::Shutdown("coordinator".into()))?
+        async move {
+            if offsets.is_empty() {
+                return Ok(());
             }
-            .into_actor(self)
-            .map(move |result, act, _| {
-                act.committing = false;
-                match result {
-                    Ok(()) => {
-                        let mut done = PartitionOffsets::new();
-                        for (key, commit) in sent {
-                            // Only for partitions still owned (a release may have come between).
-                            if let Some(last) = act.committed.get_mut(&key) {
-                                *last = commit.offset;
-                                done.insert(key, commit.offset);
-                            }
-                        }
-                        act.events.send(ConsumerEvent::Committed { offsets: done });
-                    }
-                    Err(error) => {
-                        info!(act.log, "commit failed; retried at the next interval";
-                            "error" => %error);
-                        act.events.send(ConsumerEvent::Error(error));
+            coordinator
+                .send(Commit { offsets })
+                .await
+                .map_err(|_| Error::Shutdown("coordinator".into()))?
+        }
+        .into_actor(self)
+        .map(|result, act, _| {
+            if result.is_ok() && !sent.is_empty() {
+                let mut done = PartitionOffsets::new();
+                for (key, commit) in sent {
+                    // Only for partitions still owned (a release may have come between).
+                    if let Some(last) = act.committed.get_mut(&key) {
+                        *last = commit.offset;
+                        done.insert(key, commit.offset);
                     }
                 }
-            }),
-        );
+                act.events.send(ConsumerEvent::Committed { offsets: done });
+            }
+            result
+        })
     }
 
     fn stop_fetchers(&mut self) {
@@ -810,37 +814,7 @@ impl Handler<CommitNow> for ConsumerService {
     type Result = ResponseActFuture<Self, Result<(), Error>>;
 
     fn handle(&mut self, _: CommitNow, _: &mut Context<Self>) -> Self::Result {
-        let mut offsets = PartitionOffsets::new();
-        for (key, owned) in &self.partitions {
-            let offset = owned.flow.committable.load(Ordering::Relaxed);
-            if self.committed.get(key) != Some(&offset) {
-                offsets.insert(key.clone(), owned.commit_offset(offset));
-            }
-        }
-        let coordinator = self.coordinator.clone();
-        let sent = offsets.clone();
-        Box::pin(
-            async move {
-                if offsets.is_empty() {
-                    return Ok(());
-                }
-                coordinator
-                    .send(Commit { offsets })
-                    .await
-                    .map_err(|_| Error::Shutdown("coordinator".into()))?
-            }
-            .into_actor(self)
-            .map(|result, act, _| {
-                if result.is_ok() {
-                    for (key, commit) in sent {
-                        if let Some(last) = act.committed.get_mut(&key) {
-                            *last = commit.offset;
-                        }
-                    }
-                }
-                result
-            }),
-        )
+        Box::pin(self.commit_changed())
     }
 }
 

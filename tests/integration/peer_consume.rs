@@ -12,10 +12,11 @@ use rdkafka::config::ClientConfig as RdConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::Message;
 
-use crate::real_consume::{committed, consumer_config, produce_numbers, ConsumerMember, Ledger};
+use crate::real_consume::{
+    committed, consumer_config, produce_numbers, wait_until_started, ConsumerMember, Ledger,
+};
 use crate::real_group::group_config;
 use konsumer_actors::testkit::tansu::{Storage, TansuBroker};
-use konsumer_actors::ConsumerEvent;
 
 /// A librdkafka member that writes what it reads into the ledger and commits it.
 struct RdMember {
@@ -97,26 +98,6 @@ impl Drop for RdMember {
     }
 }
 
-/// Partitions a konsumer member holds now, from its events.
-fn track(member: &mut ConsumerMember, held: &mut BTreeMap<i32, ()>) {
-    for event in member.take_events() {
-        match event {
-            ConsumerEvent::PartitionStart { partition, .. } => {
-                held.insert(partition, ());
-            }
-            ConsumerEvent::Group(konsumer_actors::messages::GroupEvent::Revoked {
-                partitions,
-                ..
-            }) => {
-                for p in partitions.values().flatten() {
-                    held.remove(p);
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
 #[actix::test]
 async fn konsumer_and_librdkafka_members_consume_a_topic_together_once() {
     let broker = TansuBroker::start(Storage::Memory);
@@ -139,10 +120,8 @@ async fn konsumer_and_librdkafka_members_consume_a_topic_together_once() {
         ledger.clone(),
     );
     // Steady state first: the group is stable with three partitions each.
-    let mut held = BTreeMap::new();
     crate::eventually(Duration::from_secs(60), "a 3 + 3 split", || {
-        track(&mut ours, &mut held);
-        let split = (held.len(), theirs.owned());
+        let split = (ours.held().len(), theirs.owned());
         async move { (split == (3, 3)).then_some(()) }
     })
     .await;
@@ -215,14 +194,7 @@ async fn a_member_leaving_gracefully_mid_stream_loses_no_record() {
         ledger.clone(),
     )
     .await;
-    let (mut held_a, mut held_b) = (BTreeMap::new(), BTreeMap::new());
-    crate::eventually(Duration::from_secs(60), "a 3 + 3 split", || {
-        track(&mut a, &mut held_a);
-        track(&mut b, &mut held_b);
-        let split = (held_a.len(), held_b.len());
-        async move { (split == (3, 3)).then_some(()) }
-    })
-    .await;
+    wait_until_started(&mut [&mut a, &mut b], 6).await;
 
     const COUNT: u64 = 60_000;
     let bootstrap = broker.bootstrap();

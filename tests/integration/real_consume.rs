@@ -72,14 +72,16 @@ impl Handler<KafkaBatch> for Recorder {
 
 /// A consuming member on its own arbiter (thread).
 pub struct ConsumerMember {
-    pub name: String,
     arbiter: Option<Arbiter>,
     pub service: Addr<ConsumerService>,
     pub events: UnboundedReceiver<ConsumerEvent>,
+    /// Partitions the member consumes now, as its events told so far (see [`held`](Self::held)).
+    held: BTreeSet<i32>,
     pub log: CapturedLog,
 }
 
 impl ConsumerMember {
+    /// A member whose handler is a [`Recorder`] (batches) writing into `ledger`.
     pub async fn start(
         name: &str,
         bootstrap: String,
@@ -87,20 +89,34 @@ impl ConsumerMember {
         consumer: ConsumerConfig,
         ledger: Arc<Ledger>,
     ) -> ConsumerMember {
+        let member = name.to_owned();
+        Self::start_with(bootstrap, group, consumer, move || {
+            HandlerRef::batches(
+                &Recorder {
+                    name: member,
+                    ledger,
+                }
+                .start(),
+            )
+        })
+        .await
+    }
+
+    /// A member whose handler `make_handler` starts on the member's own thread.
+    pub async fn start_with(
+        bootstrap: String,
+        group: GroupConfig,
+        consumer: ConsumerConfig,
+        make_handler: impl FnOnce() -> HandlerRef + Send + 'static,
+    ) -> ConsumerMember {
         let arbiter = Arbiter::new();
         let (log, captured) = CapturedLog::new();
         let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
         let (started_tx, started) = tokio::sync::oneshot::channel();
-        let member = name.to_owned();
         arbiter.spawn(async move {
-            let recorder = Recorder {
-                name: member,
-                ledger,
-            }
-            .start();
             let service = ConsumerService::builder(ClientConfig::new([bootstrap]), group)
                 .consumer_config(consumer)
-                .handler(HandlerRef::batches(&recorder))
+                .handler(make_handler())
                 .events(ConsumerEvents::Channel(events_tx))
                 .logger(log)
                 .start()
@@ -110,10 +126,10 @@ impl ConsumerMember {
         });
         let service = started.await.expect("member started");
         ConsumerMember {
-            name: name.to_owned(),
             arbiter: Some(arbiter),
             service,
             events,
+            held: BTreeSet::new(),
             log: captured,
         }
     }
@@ -131,13 +147,26 @@ impl ConsumerMember {
         }
     }
 
-    /// Partitions started so far, from the member's events (drains the channel).
-    pub fn take_events(&mut self) -> Vec<ConsumerEvent> {
-        let mut out = Vec::new();
+    /// The partitions the member holds now: started and not revoked since (reads the events
+    /// that arrived meanwhile).
+    pub fn held(&mut self) -> &BTreeSet<i32> {
         while let Ok(event) = self.events.try_recv() {
-            out.push(event);
+            match event {
+                ConsumerEvent::PartitionStart { partition, .. } => {
+                    self.held.insert(partition);
+                }
+                ConsumerEvent::Group(konsumer_actors::messages::GroupEvent::Revoked {
+                    partitions,
+                    ..
+                }) => {
+                    for p in partitions.values().flatten() {
+                        self.held.remove(p);
+                    }
+                }
+                _ => {}
+            }
         }
-        out
+        &self.held
     }
 }
 
@@ -235,31 +264,12 @@ pub async fn committed(
 }
 
 /// Waits until the members have started, between them, every partition, each member some.
-async fn wait_until_started(members: &mut [&mut ConsumerMember], partitions: i32) {
-    let mut started: BTreeMap<i32, String> = BTreeMap::new();
+/// Every member holding some means the group has settled (on tansu's memory engine a partition
+/// that moves after records exist may resume mid-batch, which it cannot serve).
+pub async fn wait_until_started(members: &mut [&mut ConsumerMember], partitions: usize) {
     eventually(Duration::from_secs(60), "every partition started", || {
-        for m in members.iter_mut() {
-            for event in m.take_events() {
-                match event {
-                    ConsumerEvent::PartitionStart { partition, .. } => {
-                        started.insert(partition, m.name.clone());
-                    }
-                    ConsumerEvent::Group(konsumer_actors::messages::GroupEvent::Revoked {
-                        partitions,
-                        ..
-                    }) => {
-                        for p in partitions.values().flatten() {
-                            started.remove(p);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-        // Every member holds some: the group has settled (on tansu's memory engine a partition
-        // that moves after records exist may resume mid-batch, which it cannot serve).
-        let holders: BTreeSet<&String> = started.values().collect();
-        let done = started.len() == partitions as usize && holders.len() == members.len();
+        let held: Vec<usize> = members.iter_mut().map(|m| m.held().len()).collect();
+        let done = held.iter().sum::<usize>() == partitions && held.iter().all(|&n| n > 0);
         async move { done.then_some(()) }
     })
     .await;
@@ -412,35 +422,17 @@ async fn start_shuffler(
     consumer: ConsumerConfig,
     ledger: Arc<Ledger>,
 ) -> ConsumerMember {
-    let arbiter = Arbiter::new();
-    let (log, captured) = CapturedLog::new();
-    let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
-    let (started_tx, started) = tokio::sync::oneshot::channel();
     let member = name.to_owned();
-    arbiter.spawn(async move {
-        let shuffler = Shuffler {
-            name: member,
-            ledger,
-        }
-        .start();
-        let service = ConsumerService::builder(ClientConfig::new([bootstrap]), group)
-            .consumer_config(consumer)
-            .handler(HandlerRef::messages(&shuffler))
-            .events(ConsumerEvents::Channel(events_tx))
-            .logger(log)
-            .start()
-            .await
-            .expect("service starts");
-        let _ = started_tx.send(service);
-    });
-    let service = started.await.expect("member started");
-    ConsumerMember {
-        name: name.to_owned(),
-        arbiter: Some(arbiter),
-        service,
-        events,
-        log: captured,
-    }
+    ConsumerMember::start_with(bootstrap, group, consumer, move || {
+        HandlerRef::messages(
+            &Shuffler {
+                name: member,
+                ledger,
+            }
+            .start(),
+        )
+    })
+    .await
 }
 
 #[actix::test]
