@@ -108,7 +108,17 @@ pub struct ConsumerConfig {
     pub drain_timeout: Option<Duration>,
     /// Delay before fetching a partition again after a fetch error or a leader move.
     pub retry_backoff: Backoff,
+    /// The compacted topic through which a member hands the offsets it really finished to the
+    /// partitions' next owners during a rebalance (so they need not re-read from the last
+    /// commit). Created if missing. Empty: no sidechannel.
+    pub sidechannel_topic: String,
+    /// How long a member starting a newly assigned partition waits, at most, to have read the
+    /// sidechannel up to its end before it starts from the committed offset alone.
+    pub sidechannel_wait: Duration,
 }
+
+/// The sidechannel topic's default name.
+pub const DEFAULT_SIDECHANNEL_TOPIC: &str = "konsumer-sidechannel-offsets";
 
 impl Default for ConsumerConfig {
     fn default() -> Self {
@@ -135,11 +145,29 @@ impl Default for ConsumerConfig {
                 multiplier: 2.0,
                 jitter: 0.2,
             },
+            sidechannel_topic: DEFAULT_SIDECHANNEL_TOPIC.to_owned(),
+            sidechannel_wait: Duration::from_millis(300),
         }
     }
 }
 
+/// Kafka's rule for topic names: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn valid_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 impl ConsumerConfig {
+    /// Whether offsets are handed over through the sidechannel topic.
+    pub fn sidechannel_enabled(&self) -> bool {
+        !self.sidechannel_topic.is_empty()
+    }
+
     /// The failure policy for `topic`.
     pub fn policy_for(&self, topic: &str) -> &FailurePolicy {
         self.topic_failure_policies
@@ -197,6 +225,15 @@ impl ConsumerConfig {
         if self.max_message_age.values().any(Duration::is_zero) {
             return bad("max_message_age", "an age must be more than 0");
         }
+        if self.sidechannel_enabled() && !valid_topic_name(&self.sidechannel_topic) {
+            return bad(
+                "sidechannel_topic",
+                "not a valid topic name (1-249 of a-z A-Z 0-9 . _ -; empty disables it)",
+            );
+        }
+        if self.sidechannel_wait > Duration::from_secs(60) {
+            return bad("sidechannel_wait", "must be at most 60 s");
+        }
         Ok(())
     }
 }
@@ -250,6 +287,14 @@ mod tests {
                     c.max_message_age.insert("t".into(), Duration::ZERO);
                 }),
             ),
+            (
+                "sidechannel_topic",
+                Box::new(|c| c.sidechannel_topic = "no spaces".into()),
+            ),
+            (
+                "sidechannel_wait",
+                Box::new(|c| c.sidechannel_wait = Duration::from_secs(61)),
+            ),
         ];
         for (field, spoil) in cases {
             let mut config = ConsumerConfig::default();
@@ -259,6 +304,15 @@ mod tests {
                 other => panic!("{field}: expected a config error, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn empty_sidechannel_topic_disables_it() {
+        let mut config = ConsumerConfig::default();
+        assert!(config.sidechannel_enabled());
+        config.sidechannel_topic.clear();
+        assert!(!config.sidechannel_enabled());
+        assert!(config.validate().is_ok());
     }
 
     #[test]

@@ -57,6 +57,9 @@ pub struct ServiceSettings {
     #[serde(default)]
     pub max_message_age_ms: BTreeMap<String, u64>,
     pub drain_timeout_ms: Option<u64>,
+    /// The sidechannel topic (default `konsumer-sidechannel-offsets`; empty disables it).
+    pub sidechannel_topic: Option<String>,
+    pub sidechannel_wait_ms: Option<u64>,
 }
 
 /// A handler failure policy as data.
@@ -219,6 +222,12 @@ impl ServiceSettings {
             consumer.max_message_age.insert(topic.clone(), ms(*v));
         }
         consumer.drain_timeout = self.drain_timeout_ms.map(ms);
+        if let Some(topic) = &self.sidechannel_topic {
+            consumer.sidechannel_topic = topic.clone();
+        }
+        if let Some(v) = self.sidechannel_wait_ms {
+            consumer.sidechannel_wait = ms(v);
+        }
         consumer.validate()?;
         Ok((client, group, consumer))
     }
@@ -266,7 +275,8 @@ mod tests {
                 "commit_interval_ms": 250, "offset_reset": "earliest", "in_order_done": true,
                 "failure_policy": {"retries": 1, "then": "skip"},
                 "topic_failure_policies": {"orders": {"dead_letter_topic": "orders.dlq"}},
-                "max_message_age_ms": {"audit-x": 60000}, "drain_timeout_ms": 3000
+                "max_message_age_ms": {"audit-x": 60000}, "drain_timeout_ms": 3000,
+                "sidechannel_topic": "offsets.handover", "sidechannel_wait_ms": 150
             }"#,
         )
         .into_configs()
@@ -291,6 +301,8 @@ mod tests {
         );
         assert_eq!(consumer.max_message_age.get("audit-x"), Some(&ms(60_000)));
         assert_eq!(consumer.drain_timeout, Some(ms(3_000)));
+        assert_eq!(consumer.sidechannel_topic, "offsets.handover");
+        assert_eq!(consumer.sidechannel_wait, ms(150));
     }
 
     #[test]
@@ -321,6 +333,10 @@ mod tests {
             (
                 &format!(r#"{base}, "failure_policy": {{"then": "retry_forever"}}"#)[..],
                 "failure_policy",
+            ),
+            (
+                &format!(r#"{base}, "sidechannel_topic": "a b""#)[..],
+                "sidechannel_topic",
             ),
             (
                 &format!(r#"{base}, "session_timeout_ms": 3000, "heartbeat_interval_ms": 2000"#)[..],
