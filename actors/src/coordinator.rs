@@ -217,6 +217,7 @@ impl Coordinator {
         let generation = self.owned_generation;
         let config = self.config.clone();
         let log = self.log.clone();
+        let events = self.events.clone();
         async move {
             let Some(hook) = hook else {
                 return;
@@ -247,9 +248,21 @@ impl Coordinator {
                 return;
             }
             let count = offsets.len();
+            let committed: PartitionOffsets<i64> =
+                offsets.iter().map(|(k, c)| (k.clone(), c.offset)).collect();
+            let generation = request.generation;
             match commit_offsets(connection, request, offsets, config).await {
-                Ok(()) => info!(log, "committed revoked partitions"; "partitions" => count),
-                Err(error) => warn!(log, "commit of revoked partitions failed"; "error" => %error),
+                Ok(()) => {
+                    info!(log, "committed revoked partitions"; "partitions" => count);
+                    events.send(GroupEvent::Committed {
+                        generation,
+                        offsets: committed,
+                    });
+                }
+                Err(error) => {
+                    warn!(log, "commit of revoked partitions failed"; "error" => %error);
+                    events.send(GroupEvent::Error { error });
+                }
             }
         }
     }

@@ -46,7 +46,7 @@ pub use messages::{
 pub use partition_tracker::PartitionTracker;
 pub use producer::{Producer, ProducerExt};
 pub use service::{
-    CommitNow, ConsumerEvent, ConsumerEvents, ConsumerService, GetPartitions,
+    CommitNow, ConsumerEvent, ConsumerEvents, ConsumerService, GetCoordinator, GetPartitions,
     MarkPartitionMetadata, PausePartition, SeekPartition, ServiceBuilder, Shutdown,
 };
 pub use settings::{PolicySettings, ServiceSettings};

@@ -415,6 +415,12 @@ pub enum GroupEvent {
         error: Error,
         current: TopicPartitions,
     },
+    /// Offsets of partitions being given up (revoke, close) were committed with `generation`,
+    /// the last one that owned them.
+    Committed {
+        generation: i32,
+        offsets: PartitionOffsets<i64>,
+    },
     /// An error outside rebalancing (heartbeat, commit, metadata) the member carries on after.
     Error { error: Error },
 }

@@ -17,6 +17,12 @@
 //!   the new leader's Fetcher at the offset it had reached. **Out of range**: the reset policy.
 //! - **Shutdown** ([`Shutdown`]): leave the group (which releases, drains and commits
 //!   everything first), stop the fetchers, then answer.
+//! - **Supervision**: the service runs under an actix [`Supervisor`]. If its pipeline breaks
+//!   behind its back (the Coordinator actor is gone without a shutdown), it stops; the
+//!   supervisor restarts it, it drops what it held (uncommitted: the generation is unknown)
+//!   and joins again from the committed offsets ([`ConsumerEvent::Restarted`]). After
+//!   [`Shutdown`] it stays idle instead of stopping (a supervised actor that stops is restarted
+//!   while anyone holds its address) and ends once the last address is dropped.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -64,12 +70,18 @@ pub enum ConsumerEvent {
         partition: i32,
         error: Error,
     },
-    /// Offsets were committed.
+    /// Offsets were committed: on the commit interval, by [`CommitNow`], and for partitions
+    /// given up (rebalance, shutdown).
     Committed {
         offsets: PartitionOffsets<i64>,
     },
     /// Something went wrong that the service carries on after (a failed commit, ...).
     Error(Error),
+    /// The supervisor restarted the service: its partitions were dropped without a commit
+    /// and it joins the group again.
+    Restarted {
+        reason: String,
+    },
 }
 
 impl Message for ConsumerEvent {
@@ -227,21 +239,20 @@ impl ServiceBuilder {
         let producer = self.producer;
         // The Coordinator adds the group to its own log lines.
         let coordinator_log = self.log.clone();
-        // The coordinator needs the service's address for its events and release hook, and
-        // the service needs the coordinator's: create the service's context first.
-        let context = Context::<ConsumerService>::new();
-        let me = context.address();
-        let coordinator = Coordinator::new(
+        // Refuse a bad subscription here; the service makes its Coordinator when it starts
+        // (and again after a restart), with its own address for events and releases.
+        Coordinator::new(
             cluster.clone(),
             group.clone(),
-            EventSink::Recipient(me.clone().recipient()),
-            coordinator_log,
-        )?
-        .with_release(me.clone().recipient());
+            EventSink::None,
+            coordinator_log.clone(),
+        )?;
         let drain_timeout = consumer.drain_timeout.unwrap_or(group.rebalance_timeout);
         let service = ConsumerService {
             cluster,
-            coordinator: coordinator.start(),
+            coordinator: None,
+            group: group.clone(),
+            coordinator_log,
             consumer,
             request_timeout,
             drain_timeout,
@@ -255,8 +266,11 @@ impl ServiceBuilder {
             committing: false,
             next_epoch: 1,
             shutting_down: false,
+            closing: false,
+            finished: false,
+            ticker: None,
         };
-        Ok(context.run(service))
+        Ok(Supervisor::start(move |_| service))
     }
 }
 
@@ -288,7 +302,10 @@ struct FetcherSlot {
 /// One consumer-group member with its pipeline. Build it with [`ServiceBuilder`].
 pub struct ConsumerService {
     cluster: Addr<Cluster>,
-    coordinator: Addr<Coordinator>,
+    /// Made when the service starts (and restarts).
+    coordinator: Option<Addr<Coordinator>>,
+    group: GroupConfig,
+    coordinator_log: Logger,
     consumer: Arc<ConsumerConfig>,
     request_timeout: Duration,
     drain_timeout: Duration,
@@ -302,12 +319,57 @@ pub struct ConsumerService {
     committed: BTreeMap<(String, i32), i64>,
     committing: bool,
     next_epoch: u64,
+    /// The group has been left: no partition starts any more.
     shutting_down: bool,
+    /// A [`Shutdown`] is under way: the Coordinator stopping is expected.
+    closing: bool,
+    /// Shut down: the service idles until its last address is dropped.
+    finished: bool,
+    /// The commit and health tick.
+    ticker: Option<SpawnHandle>,
 }
 
 impl ConsumerService {
     pub fn builder(client: ClientConfig, group: GroupConfig) -> ServiceBuilder {
         ServiceBuilder::new(client, group)
+    }
+
+    fn start_coordinator(&mut self, ctx: &mut Context<Self>) {
+        let me = ctx.address();
+        match Coordinator::new(
+            self.cluster.clone(),
+            self.group.clone(),
+            EventSink::Recipient(me.clone().recipient()),
+            self.coordinator_log.clone(),
+        ) {
+            Ok(coordinator) => {
+                self.coordinator = Some(coordinator.with_release(me.recipient()).start());
+            }
+            // Checked when the service was built, so this does not happen; if it did, the
+            // service idles and says why rather than restarting in a loop.
+            Err(error) => {
+                warn!(self.log, "cannot make the group coordinator"; "error" => %error);
+                self.finished = true;
+                self.events.send(ConsumerEvent::Error(error));
+            }
+        }
+    }
+
+    /// Restarts the service (through its supervisor) if its Coordinator is gone without a
+    /// shutdown: without it there is no membership, no commit and no rebalance.
+    fn check_pipeline(&mut self, ctx: &mut Context<Self>) {
+        if self.closing || self.finished {
+            return;
+        }
+        if let Some(coordinator) = &self.coordinator {
+            if !coordinator.connected() {
+                warn!(
+                    self.log,
+                    "the group coordinator actor is gone; restarting the service"
+                );
+                ctx.stop();
+            }
+        }
     }
 
     fn epoch(&mut self) -> u64 {
@@ -489,7 +551,7 @@ impl ConsumerService {
 
     /// Commits the offsets that changed since the last commit.
     fn commit(&mut self, ctx: &mut Context<Self>) {
-        if self.committing || self.shutting_down {
+        if self.committing || self.shutting_down || self.finished {
             return;
         }
         self.committing = true;
@@ -519,6 +581,9 @@ impl ConsumerService {
             if offsets.is_empty() {
                 return Ok(());
             }
+            let Some(coordinator) = coordinator else {
+                return Err(Error::Shutdown("coordinator".into()));
+            };
             coordinator
                 .send(Commit { offsets })
                 .await
@@ -648,10 +713,41 @@ impl Actor for ConsumerService {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.finished {
+            return;
+        }
         ctx.set_mailbox_capacity(1024);
-        ctx.run_interval(self.consumer.commit_interval, |act, ctx| {
+        self.ticker = Some(ctx.run_interval(self.consumer.commit_interval, |act, ctx| {
+            act.check_pipeline(ctx);
             act.commit(ctx);
-        });
+        }));
+        if self.coordinator.is_none() {
+            self.start_coordinator(ctx);
+        }
+    }
+}
+
+impl Supervised for ConsumerService {
+    /// Drops everything the broken pipeline held: fetchers stop, trackers stop at once, and
+    /// nothing is committed (the member's generation is unknown, so the partitions may be
+    /// someone else's already). `started` then joins the group again.
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.stop_fetchers();
+        for (_, owned) in std::mem::take(&mut self.partitions) {
+            owned.flow.paused.store(true, Ordering::Relaxed);
+            owned.tracker.do_send(Drain {
+                timeout: Duration::ZERO,
+            });
+        }
+        self.committed.clear();
+        self.committing = false;
+        self.ticker = None;
+        if let Some(coordinator) = self.coordinator.take() {
+            coordinator.do_send(Close);
+        }
+        let reason = "the group coordinator actor was gone".to_owned();
+        info!(self.log, "service restarted by its supervisor"; "reason" => &reason);
+        self.events.send(ConsumerEvent::Restarted { reason });
     }
 }
 
@@ -667,6 +763,11 @@ impl Handler<GroupEvent> for ConsumerService {
                 .map(|(k, v)| (k.clone(), *v))
                 .collect();
             self.claim(claimed, ctx);
+        }
+        if let GroupEvent::Committed { offsets, .. } = event {
+            // Revoked or closing partitions, committed by the Coordinator.
+            self.events.send(ConsumerEvent::Committed { offsets });
+            return;
         }
         self.events.send(ConsumerEvent::Group(event));
     }
@@ -937,6 +1038,23 @@ impl Handler<GetPartitions> for ConsumerService {
     }
 }
 
+/// The service's Coordinator (group membership, e.g. for
+/// [`GetMembership`](crate::messages::GetMembership)); `None` after a shutdown.
+#[derive(Debug, Clone, Copy)]
+pub struct GetCoordinator;
+
+impl Message for GetCoordinator {
+    type Result = Option<Addr<Coordinator>>;
+}
+
+impl Handler<GetCoordinator> for ConsumerService {
+    type Result = Option<Addr<Coordinator>>;
+
+    fn handle(&mut self, _: GetCoordinator, _: &mut Context<Self>) -> Self::Result {
+        self.coordinator.clone()
+    }
+}
+
 /// Stops fetching, lets in-flight records finish, commits, leaves the group, then answers.
 #[derive(Debug, Clone, Copy)]
 pub struct Shutdown;
@@ -949,24 +1067,36 @@ impl Handler<Shutdown> for ConsumerService {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        if self.finished {
+            return Box::pin(actix::fut::ready(()));
+        }
         info!(self.log, "shutting down");
+        self.closing = true;
         let coordinator = self.coordinator.clone();
         Box::pin(
             async move {
                 // The Coordinator releases everything through us (drain + commit), then leaves.
-                let _ = coordinator.send(Close).await;
+                if let Some(coordinator) = coordinator {
+                    let _ = coordinator.send(Close).await;
+                }
             }
             .into_actor(self)
             .map(|_, act, ctx| {
                 act.shutting_down = true;
+                act.finished = true;
                 act.stop_fetchers();
                 for (_, owned) in std::mem::take(&mut act.partitions) {
                     owned.tracker.do_send(Drain {
                         timeout: Duration::ZERO,
                     });
                 }
+                act.coordinator = None;
+                // Not `ctx.stop()`: the supervisor would restart the service. Without its
+                // tick it ends by itself once the last address is dropped.
+                if let Some(ticker) = act.ticker.take() {
+                    ctx.cancel_future(ticker);
+                }
                 info!(act.log, "shut down");
-                ctx.stop();
             }),
         )
     }

@@ -395,6 +395,7 @@ fn on_event(event: ConsumerEvent, log: &Logger) -> Option<CliError> {
         ConsumerEvent::Committed { offsets } => {
             debug!(log, "committed"; "offsets" => ?offsets);
         }
+        ConsumerEvent::Restarted { reason } => eprintln!("warning: consumer restarted: {reason}"),
         ConsumerEvent::Group(event) => debug!(log, "group event"; "event" => ?event),
     }
     None

@@ -14,8 +14,9 @@ use konsumer::producer::ProducerConfig;
 use konsumer::{Backoff, ClientConfig, Error};
 use konsumer_actors::testkit::{CapturedLog, MockCluster};
 use konsumer_actors::{
-    Ack, Cluster, CommitNow, ConsumerEvent, ConsumerEvents, ConsumerService, HandlerError,
-    HandlerRef, HandlerResult, KafkaBatch, KafkaMessage, Producer, SeekPartition, Shutdown,
+    Ack, Cluster, CommitNow, ConsumerEvent, ConsumerEvents, ConsumerService, GetCoordinator,
+    HandlerError, HandlerRef, HandlerResult, KafkaBatch, KafkaMessage, Producer, SeekPartition,
+    Shutdown,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -882,5 +883,97 @@ async fn pause_holds_a_partition_and_marked_metadata_is_committed_with_its_offse
         group.committed.get(&(TOPIC.to_owned(), 0)),
         Some(&(10, Some("checkpoint-7".to_owned())))
     );
+    service.addr.send(Shutdown).await.expect("shutdown answers");
+}
+
+#[actix::test]
+async fn offsets_committed_on_shutdown_are_announced_as_committed() {
+    let mock = mock();
+    for p in 0..4 {
+        fill(&mock, p, 10);
+    }
+    let seen = Arc::new(Seen::default());
+    // No interval commit before the shutdown: only the Coordinator's release commit remains.
+    let config = ConsumerConfig {
+        commit_interval: Duration::from_secs(600),
+        ..consumer()
+    };
+    let mut service = start(&mock, config, batches(&seen, &[]), false).await;
+    eventually(Duration::from_secs(10), "all 40 records", || {
+        let n = seen.distinct().len();
+        async move { (n == 40).then_some(()) }
+    })
+    .await;
+    assert!(committed(&mock).is_empty(), "committed before the shutdown");
+    service.addr.send(Shutdown).await.expect("shutdown answers");
+    let expected: BTreeMap<i32, i64> = (0..4).map(|p| (p, 10)).collect();
+    assert_eq!(committed(&mock), expected);
+    let mut announced = BTreeMap::new();
+    while let Ok(event) = service.events.try_recv() {
+        if let ConsumerEvent::Committed { offsets } = event {
+            announced.extend(offsets.into_iter().map(|((_, p), o)| (p, o)));
+        }
+    }
+    assert_eq!(announced, expected, "the release commit was not announced");
+    // Shut down is final: the supervisor does not bring the member back.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let members = mock.group(GROUP).map(|g| g.members.len());
+    assert_eq!(members, Some(0), "the member came back after its shutdown");
+    while let Ok(event) = service.events.try_recv() {
+        assert!(
+            !matches!(event, ConsumerEvent::Restarted { .. }),
+            "restarted after shutdown"
+        );
+    }
+}
+
+#[actix::test]
+async fn a_service_whose_coordinator_is_gone_is_restarted_by_its_supervisor_and_goes_on() {
+    let mock = mock();
+    for p in 0..4 {
+        fill(&mock, p, 10);
+    }
+    let seen = Arc::new(Seen::default());
+    let mut service = start(&mock, consumer(), batches(&seen, &[]), false).await;
+    eventually(Duration::from_secs(10), "the first 40 records", || {
+        let n = seen.distinct().len();
+        async move { (n == 40).then_some(()) }
+    })
+    .await;
+    // The Coordinator stops behind the service's back.
+    let coordinator = service
+        .addr
+        .send(GetCoordinator)
+        .await
+        .expect("service answers")
+        .expect("a coordinator");
+    coordinator
+        .send(konsumer_actors::messages::Close)
+        .await
+        .expect("coordinator closes");
+    let reason = eventually(Duration::from_secs(5), "a restart event", || {
+        let event = service.events.try_recv().ok();
+        async move {
+            match event {
+                Some(ConsumerEvent::Restarted { reason }) => Some(reason),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    assert!(reason.contains("coordinator"), "{reason}");
+    assert!(service
+        .log
+        .lines()
+        .iter()
+        .any(|l| l.contains("restarted by its supervisor")));
+    // The restarted member joins again and consumes what comes next, from the commits.
+    for p in 0..4 {
+        fill(&mock, p, 5);
+    }
+    wait_committed(&mock, (0..4).map(|p| (p, 15)).collect(), &service.log).await;
+    assert_eq!(seen.distinct().len(), 60);
+    let fresh = service.addr.send(GetCoordinator).await.expect("answers");
+    assert!(fresh.is_some_and(|c| c.connected()), "no new coordinator");
     service.addr.send(Shutdown).await.expect("shutdown answers");
 }
