@@ -11,6 +11,7 @@
 //! - [`service::ConsumerService`]: a group member that consumes — [`fetcher::Fetcher`]s per
 //!   leader, a [`partition_tracker::PartitionTracker`] per partition feeding the user's
 //!   handler actors ([`KafkaMessage`] / [`KafkaBatch`]), commits of exactly what is done.
+//! - [`hooks`]: the user's say in where partitions start and jump ([`StartAt`]).
 //! - [`messages`]: every message the actors exchange.
 //! - `testkit` (cargo feature): mocked brokers (in process, or served over TCP for real
 //!   clients) with a group coordinator that keeps Kafka's barriers, and a real-broker (tansu)
@@ -23,6 +24,7 @@ pub mod cluster;
 pub mod coordinator;
 pub mod fetcher;
 pub mod heartbeat;
+pub mod hooks;
 pub mod messages;
 pub mod partition_tracker;
 pub mod producer;
@@ -39,6 +41,7 @@ pub use cluster::{Cluster, ClusterMetadata, Connector, TcpConnector};
 pub use coordinator::Coordinator;
 pub use fetcher::Fetcher;
 pub use heartbeat::Heartbeat;
+pub use hooks::{OffsetHooks, StartAt};
 pub use messages::{
     Ack, Call, DeliveryReport, Enqueue, Flush, HandlerError, HandlerRef, HandlerResult, KafkaBatch,
     KafkaMessage, Produce, ProducerRecord, Purpose, Reply, ReportTo, Target,

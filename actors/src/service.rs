@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use futures_util::future::join_all;
-use konsumer::consumer::{ConsumerConfig, OffsetReset};
+use konsumer::consumer::ConsumerConfig;
 use konsumer::group::GroupConfig;
 use konsumer::kafka_protocol::messages::list_offsets_request::{
     ListOffsetsPartition, ListOffsetsTopic,
@@ -45,6 +45,7 @@ use slog::{info, o, warn, Logger};
 use crate::cluster::Cluster;
 use crate::coordinator::Coordinator;
 use crate::fetcher::Fetcher;
+use crate::hooks::{OffsetHooks, StartAt};
 use crate::messages::{
     Close, Commit, CommitOffset, Drain, EventSink, FetchPartition, FetchTrouble, GetMetadata,
     GroupEvent, HandlerRef, MarkMetadata, PartitionFlow, PartitionOffsets, PartitionStopped, Pause,
@@ -142,6 +143,7 @@ pub struct ServiceBuilder {
     events: ConsumerEvents,
     producer: Option<Addr<Producer>>,
     cluster: Option<Addr<Cluster>>,
+    hooks: OffsetHooks,
     log: Logger,
 }
 
@@ -155,6 +157,7 @@ impl ServiceBuilder {
             events: ConsumerEvents::None,
             producer: None,
             cluster: None,
+            hooks: OffsetHooks::default(),
             log: Logger::root(slog::Discard, o!()),
         }
     }
@@ -199,6 +202,34 @@ impl ServiceBuilder {
         self.cluster = Some(cluster);
         self
     }
+    /// Where an assigned partition starts, given its committed offset (default: that offset,
+    /// else `offset_reset`).
+    pub fn starting_offset(
+        mut self,
+        hook: impl Fn(&str, i32, Option<i64>) -> StartAt + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.starting_offset = Some(Arc::new(hook));
+        self
+    }
+    /// Where a partition goes when the broker answers OffsetOutOfRange for its position
+    /// (default: `offset_reset`).
+    pub fn on_offset_out_of_range(
+        mut self,
+        hook: impl Fn(&str, i32, i64) -> StartAt + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.out_of_range = Some(Arc::new(hook));
+        self
+    }
+    /// Where a partition goes whose records are older than its topic's `max_message_age`;
+    /// the hook gets the offset reached and the oldest timestamp wanted (default: the first
+    /// record at or after that timestamp).
+    pub fn on_max_message_age(
+        mut self,
+        hook: impl Fn(&str, i32, i64, i64) -> StartAt + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.max_message_age = Some(Arc::new(hook));
+        self
+    }
     pub fn logger(mut self, log: Logger) -> Self {
         self.log = log;
         self
@@ -237,6 +268,7 @@ impl ServiceBuilder {
         let handlers = self.handlers;
         let events = self.events;
         let producer = self.producer;
+        let hooks = self.hooks;
         // The Coordinator adds the group to its own log lines.
         let coordinator_log = self.log.clone();
         // Refuse a bad subscription here; the service makes its Coordinator when it starts
@@ -259,6 +291,7 @@ impl ServiceBuilder {
             handlers,
             events,
             producer,
+            hooks,
             log,
             fetchers: BTreeMap::new(),
             partitions: BTreeMap::new(),
@@ -312,6 +345,7 @@ pub struct ConsumerService {
     handlers: Handlers,
     events: ConsumerEvents,
     producer: Option<Addr<Producer>>,
+    hooks: OffsetHooks,
     log: Logger,
     fetchers: BTreeMap<i32, FetcherSlot>,
     partitions: BTreeMap<(String, i32), Owned>,
@@ -403,18 +437,17 @@ impl ConsumerService {
         addr
     }
 
-    /// Starts consuming newly assigned partitions at their committed offsets (or the reset
-    /// policy's).
+    /// Starts consuming newly assigned partitions where the starting-offset hook says
+    /// (default: the committed offset, else the reset policy).
     fn claim(&mut self, committed: PartitionOffsets<Option<i64>>, ctx: &mut Context<Self>) {
         let cluster = self.cluster.clone();
-        let reset = self.consumer.offset_reset;
+        let hooks = self.hooks.clone();
+        let config = self.consumer.clone();
         let work = async move {
             let mut starts = Vec::new();
             for ((topic, partition), offset) in committed {
-                let start = match offset.filter(|o| *o >= 0) {
-                    Some(o) => Ok(o),
-                    None => reset_offset(&cluster, &topic, partition, reset).await,
-                };
+                let at = hooks.start(&config, &topic, partition, offset.filter(|o| *o >= 0));
+                let start = resolve(&cluster, &topic, partition, at).await;
                 starts.push((topic, partition, start));
             }
             starts
@@ -614,27 +647,35 @@ impl ConsumerService {
     }
 }
 
-/// The offset `reset` says a partition starts at (ListOffsets to its leader).
-async fn reset_offset(
+/// The offset `at` names (ListOffsets to the leader for all but an explicit offset).
+/// [`StartAt::Stop`] is an OffsetOutOfRange error: there is no position to consume from.
+async fn resolve(
     cluster: &Addr<Cluster>,
     topic: &str,
     partition: i32,
-    reset: OffsetReset,
+    at: StartAt,
 ) -> Result<i64, Error> {
-    let timestamp = match reset {
-        OffsetReset::Earliest => -2,
-        OffsetReset::Latest => -1,
-        OffsetReset::None => {
-            return Err(Error::Broker {
-                code: konsumer::KafkaCode::OffsetOutOfRange,
-                context: ErrorContext::default()
-                    .with_api(ApiKey::ListOffsets)
-                    .with_topic(topic)
-                    .with_partition(partition),
-            })
-        }
-    };
-    list_offset(cluster, topic, partition, timestamp).await
+    match at {
+        StartAt::Offset(offset) if offset >= 0 => Ok(offset),
+        StartAt::Offset(offset) => Err(Error::Config {
+            field: "starting offset",
+            detail: format!("a hook chose offset {offset} for {topic}/{partition}"),
+        }),
+        StartAt::Earliest => list_offset(cluster, topic, partition, -2).await,
+        StartAt::Latest => list_offset(cluster, topic, partition, -1).await,
+        // The first record at or after the timestamp; none (-1): the log end.
+        StartAt::Timestamp(at) => match list_offset(cluster, topic, partition, at).await? {
+            -1 => list_offset(cluster, topic, partition, -1).await,
+            offset => Ok(offset),
+        },
+        StartAt::Stop => Err(Error::Broker {
+            code: konsumer::KafkaCode::OffsetOutOfRange,
+            context: ErrorContext::default()
+                .with_api(ApiKey::ListOffsets)
+                .with_topic(topic)
+                .with_partition(partition),
+        }),
+    }
 }
 
 /// ListOffsets for one partition: -2 earliest, -1 latest, else the first offset at or after the
@@ -841,21 +882,20 @@ impl Handler<FetchTrouble> for ConsumerService {
             }
             TroubleKind::OutOfRange | TroubleKind::TooOld { .. } => {
                 let cluster = self.cluster.clone();
-                let reset = self.consumer.offset_reset;
                 let (topic, partition) = key.clone();
-                let kind = trouble.kind.clone();
-                let work = async move {
-                    match kind {
-                        TroubleKind::TooOld { since } => {
-                            // The first record at or after `since`; none (-1): the log end.
-                            match list_offset(&cluster, &topic, partition, since).await? {
-                                -1 => list_offset(&cluster, &topic, partition, -1).await,
-                                offset => Ok(offset),
-                            }
-                        }
-                        _ => reset_offset(&cluster, &topic, partition, reset).await,
+                let at = match trouble.kind {
+                    TroubleKind::TooOld { since } => {
+                        self.hooks
+                            .too_old(&topic, partition, trouble.next_offset, since)
                     }
+                    _ => self.hooks.out_of_range(
+                        &self.consumer,
+                        &topic,
+                        partition,
+                        trouble.next_offset,
+                    ),
                 };
+                let work = async move { resolve(&cluster, &topic, partition, at).await };
                 ctx.spawn(
                     work.into_actor(self)
                         .map(move |result, act, ctx| match result {

@@ -16,7 +16,7 @@ use konsumer_actors::testkit::{CapturedLog, MockCluster};
 use konsumer_actors::{
     Ack, Cluster, CommitNow, ConsumerEvent, ConsumerEvents, ConsumerService, GetCoordinator,
     HandlerError, HandlerRef, HandlerResult, KafkaBatch, KafkaMessage, Producer, SeekPartition,
-    Shutdown,
+    ServiceBuilder, Shutdown, StartAt,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -169,18 +169,31 @@ async fn start(
     handler: HandlerRef,
     producer: bool,
 ) -> Service {
+    start_with(mock, consumer, handler, producer, |b| b).await
+}
+
+/// `start`, with the builder shaped further by `shape` (hooks, ...).
+async fn start_with(
+    mock: &MockCluster,
+    consumer: ConsumerConfig,
+    handler: HandlerRef,
+    producer: bool,
+    shape: impl FnOnce(ServiceBuilder) -> ServiceBuilder,
+) -> Service {
     let (log, captured) = CapturedLog::new();
     let client = Arc::new(ClientConfig::new(["mock-1:9092"]));
     let cluster = Cluster::connect_with(client, log.clone(), mock.connector())
         .await
         .expect("bootstrap");
     let (tx, events) = tokio::sync::mpsc::unbounded_channel();
-    let mut builder = ConsumerService::builder(ClientConfig::new(["mock-1:9092"]), group())
-        .cluster(cluster.clone())
-        .consumer_config(consumer)
-        .handler(handler)
-        .events(ConsumerEvents::Channel(tx))
-        .logger(log.clone());
+    let mut builder = shape(
+        ConsumerService::builder(ClientConfig::new(["mock-1:9092"]), group())
+            .cluster(cluster.clone())
+            .consumer_config(consumer)
+            .handler(handler)
+            .events(ConsumerEvents::Channel(tx))
+            .logger(log.clone()),
+    );
     if producer {
         let producer = Producer::new(cluster, ProducerConfig::default(), log)
             .expect("producer config")
@@ -975,5 +988,144 @@ async fn a_service_whose_coordinator_is_gone_is_restarted_by_its_supervisor_and_
     assert_eq!(seen.distinct().len(), 60);
     let fresh = service.addr.send(GetCoordinator).await.expect("answers");
     assert!(fresh.is_some_and(|c| c.connected()), "no new coordinator");
+    service.addr.send(Shutdown).await.expect("shutdown answers");
+}
+
+#[actix::test]
+async fn starting_offset_and_out_of_range_hooks_decide_where_partitions_start_and_jump() {
+    let mock = mock();
+    for p in 0..2 {
+        fill(&mock, p, 20);
+    }
+    let seen = Arc::new(Seen::default());
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let asked_start = asked.clone();
+    let asked_range = asked.clone();
+    let mut service = start_with(&mock, consumer(), batches(&seen, &[]), false, |b| {
+        b.starting_offset(move |topic, partition, committed| {
+            asked_start
+                .lock()
+                .expect("lock")
+                .push(format!("start {topic}/{partition} {committed:?}"));
+            match partition {
+                1 => StartAt::Offset(7),
+                2 => StartAt::Latest,
+                3 => StartAt::Stop,
+                _ => StartAt::Earliest,
+            }
+        })
+        .on_offset_out_of_range(move |topic, partition, offset| {
+            asked_range
+                .lock()
+                .expect("lock")
+                .push(format!("range {topic}/{partition} {offset}"));
+            StartAt::Offset(12)
+        })
+    })
+    .await;
+    eventually(Duration::from_secs(10), "20 + 13 records", || {
+        let n = seen.attempts().len();
+        async move { (n == 33).then_some(()) }
+    })
+    .await;
+    let of = |p: i32| -> Vec<i64> {
+        seen.attempts()
+            .iter()
+            .filter(|a| a.0 == p)
+            .map(|a| a.1)
+            .collect()
+    };
+    assert_eq!(of(0), (0..20).collect::<Vec<_>>());
+    assert_eq!(of(1), (7..20).collect::<Vec<_>>(), "hook chose offset 7");
+    // Partition 3 was told to stop: reported, never consumed.
+    let stopped = service.stopped();
+    assert!(
+        stopped.iter().any(|(p, _)| *p == 3),
+        "partition 3 not reported: {stopped:?}"
+    );
+    // Partition 2 started at the log end: a new record arrives, nothing older.
+    fill(&mock, 2, 1);
+    eventually(
+        Duration::from_secs(10),
+        "the new record of partition 2",
+        || {
+            let n = seen.attempts().len();
+            async move { (n == 34).then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(of(2), vec![0]);
+    // Past the end: the out-of-range hook names offset 12.
+    service
+        .addr
+        .send(SeekPartition {
+            topic: TOPIC.into(),
+            partition: 0,
+            offset: 1_000,
+        })
+        .await
+        .expect("alive")
+        .expect("owned");
+    eventually(Duration::from_secs(10), "12..20 again", || {
+        let n = seen.attempts().len();
+        async move { (n == 42).then_some(()) }
+    })
+    .await;
+    assert_eq!(of(0)[20..], (12..20).collect::<Vec<_>>());
+    let asked = asked.lock().expect("lock").clone();
+    for p in 0..4 {
+        assert!(
+            asked.contains(&format!("start {TOPIC}/{p} None")),
+            "{asked:?}"
+        );
+    }
+    assert!(
+        asked.contains(&format!("range {TOPIC}/0 1000")),
+        "{asked:?}"
+    );
+    service.addr.send(Shutdown).await.expect("shutdown answers");
+}
+
+#[actix::test]
+async fn a_max_message_age_hook_can_stop_a_lagging_partition_instead_of_jumping() {
+    let mock = mock();
+    let old = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+        - 2 * 3600 * 1000;
+    let mut batch =
+        konsumer::records::BatchBuilder::new(konsumer::compression::Compression::None, None)
+            .base_offset(0);
+    let no_headers: &[(&str, Option<&[u8]>)] = &[];
+    for i in 0..5 {
+        batch.append(old + i, None, Some(b"old".as_slice()), no_headers);
+    }
+    mock.append_raw(TOPIC, 0, batch.build().expect("batch"), 5);
+    fill(&mock, 0, 5);
+    let seen = Arc::new(Seen::default());
+    let mut config = consumer();
+    config
+        .max_message_age
+        .insert(TOPIC.into(), Duration::from_secs(3600));
+    let asked = Arc::new(Mutex::new(None));
+    let asked_hook = asked.clone();
+    let mut service = start_with(&mock, config, batches(&seen, &[]), false, |b| {
+        b.on_max_message_age(move |_, partition, offset, since| {
+            *asked_hook.lock().expect("lock") = Some((partition, offset, since));
+            StartAt::Stop
+        })
+    })
+    .await;
+    let stopped = eventually(Duration::from_secs(10), "partition 0 stopped", || {
+        let stopped = service.stopped();
+        async move { stopped.into_iter().find(|(p, _)| *p == 0) }
+    })
+    .await;
+    assert!(matches!(stopped.1, Error::Broker { .. }), "{:?}", stopped.1);
+    let (partition, offset, since) = asked.lock().expect("lock").expect("hook asked");
+    assert_eq!((partition, offset), (0, 0));
+    assert!(since > old, "since {since} is not after the old records");
+    assert!(seen.attempts().is_empty(), "old records were delivered");
     service.addr.send(Shutdown).await.expect("shutdown answers");
 }
