@@ -2,6 +2,7 @@
 //! - `mock_cluster`: the Cluster actor against mocked broker actors (no network).
 //! - `mock_producer`: the Producer actor against mocked broker actors.
 //! - `mock_group`: the Coordinator and Heartbeat actors against mocked broker actors.
+//! - `mock_isolation`: read_committed and read_uncommitted over transactions on mocked brokers.
 //! - `bad_input`: misbehaving TCP servers and unreachable brokers.
 //! - `real_broker`: a real broker (tansu) started by the test itself.
 //! - `real_group`: konsumer group members on tansu (coverage, dead and closed members).
@@ -16,6 +17,7 @@ mod mock_cluster;
 mod mock_consume;
 mod mock_fetch;
 mod mock_group;
+mod mock_isolation;
 mod mock_producer;
 mod peer_consume;
 mod peer_group;

@@ -12,14 +12,23 @@
 //!
 //! A partition's log keeps the batches as they were written (compressed, transactional,
 //! control or even corrupt — see [`MockCluster::append_raw`]), with only their base offset set
-//! to where they landed, as a broker's log does. Fetch answers from it like a broker:
+//! to where they landed, as a broker's log does. Like a leader's producer-state manager, it
+//! follows transactions through the batch headers, whoever wrote them (Produce, `append_raw`,
+//! or [`MockCluster::append_transactional`] and [`MockCluster::end_transaction`]): a
+//! transactional data batch opens its producer's transaction, a commit or abort marker ends
+//! it, and aborted ones are remembered (producer id, first offset, marker offset) as in
+//! Kafka's transaction index. Fetch answers from it like a broker:
 //! - only the partition's leader serves it (NotLeaderOrFollower elsewhere, see
 //!   [`MockCluster::move_leader`]); an offset below 0 or past the log end is OffsetOutOfRange;
 //! - whole stored batches, from the one holding the fetch offset (so the answer may start
 //!   below it), cut at batch boundaries by `partition_max_bytes` and `max_bytes`, except that
 //!   the first batch of the first non-empty partition always comes back whole (KIP-74);
-//! - high watermark = last stable offset = log end, log start offset 0, no aborted
-//!   transactions (an empty list for read_committed, null otherwise);
+//! - high watermark = log end, log start offset 0, last stable offset = the first offset of
+//!   the oldest open transaction (the log end when none is open);
+//! - read_uncommitted (isolation level 0) gets everything up to the high watermark and a null
+//!   aborted-transactions list; read_committed (1) only whole batches below the last stable
+//!   offset, and the aborted transactions that overlap what it gets (those whose marker is at
+//!   or past the fetch offset and whose first offset is below the end of the returned data);
 //! - a fetch with fewer than `min_bytes` to return (and no partition error) is held, as a
 //!   broker's long poll, until records are appended or its `max_wait_ms` (at most 500 ms)
 //!   has passed;
@@ -54,14 +63,15 @@ use konsumer::kafka_protocol::messages::{
     offset_fetch_response, ApiVersionsResponse, BrokerId, CreateTopicsResponse, FetchRequest,
     FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse, ListOffsetsRequest,
     ListOffsetsResponse, MetadataResponse, OffsetCommitRequest, OffsetCommitResponse,
-    OffsetFetchRequest, OffsetFetchResponse, ProduceRequest, ProduceResponse, TopicName,
+    OffsetFetchRequest, OffsetFetchResponse, ProduceRequest, ProduceResponse, ProducerId,
+    TopicName,
 };
 use konsumer::kafka_protocol::protocol::StrBytes;
 use konsumer::protocol::{
     decode_response, fit_to_version, ApiKey, ApiVersionTable, RequestKind, ResponseKind,
 };
 use konsumer::records::{
-    decode_all, BatchBuilder, DecodeOptions, Record, RecordSetReader, NO_HEADERS,
+    decode_all, BatchBuilder, ControlType, DecodeOptions, Record, RecordSetReader, NO_HEADERS,
 };
 use konsumer::{Error, KafkaCode};
 
@@ -106,12 +116,20 @@ struct State {
 /// A record for [`MockCluster::append`]: its key and value (`None` = null).
 pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 
-/// One partition's log: the batches as they were written, each at the offsets it was given.
+/// One partition's log: the batches as they were written, each at the offsets it was given,
+/// and the transactions they make up.
 #[derive(Debug, Default)]
 struct PartitionLog {
     batches: Vec<StoredBatch>,
     /// The log end offset: the offset the next batch gets.
     end: i64,
+    /// Transactions begun and not yet ended, by producer id.
+    open: BTreeMap<i64, OpenTransaction>,
+    /// Transactions ended by an abort marker, in marker order (Kafka's transaction index).
+    aborted: Vec<AbortedTransaction>,
+    /// Each producer's next sequence number here, so that helper-built batches look like a
+    /// real producer's.
+    sequences: BTreeMap<i64, i32>,
 }
 
 #[derive(Debug)]
@@ -121,6 +139,24 @@ struct StoredBatch {
     offsets: i64,
     /// The whole batch, base offset field included (set to `base_offset`).
     bytes: Bytes,
+    /// A control batch (transaction marker): no data for [`MockCluster::produced`].
+    control: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct OpenTransaction {
+    /// Its first batch's base offset: the last stable offset cannot pass it.
+    first_offset: i64,
+    producer_epoch: i16,
+}
+
+/// What a read_committed fetch needs to drop an aborted transaction's records.
+#[derive(Debug, Clone, Copy)]
+struct AbortedTransaction {
+    producer_id: i64,
+    first_offset: i64,
+    /// The abort marker's offset.
+    last_offset: i64,
 }
 
 impl PartitionLog {
@@ -136,20 +172,98 @@ impl PartitionLog {
             batch
         };
         let offsets = offsets.max(0);
+        let control = self.track(&bytes);
         self.batches.push(StoredBatch {
             base_offset,
             offsets,
             bytes,
+            control,
         });
         self.end = self.end.saturating_add(offsets);
         base_offset
     }
 
-    /// Every record of every batch that decodes, in offset order (corrupt batches left out).
+    /// Follows transactions as a leader's producer-state manager does, from a batch about to
+    /// be stored (its base offset already set): a transactional data batch opens its
+    /// producer's transaction unless one is open, a commit or abort marker ends it (an abort
+    /// is remembered for read_committed fetches). Bytes that are no valid batch change
+    /// nothing. Returns whether the batch is a control batch.
+    fn track(&mut self, bytes: &Bytes) -> bool {
+        let options = DecodeOptions::default();
+        let Some(Ok(batch)) = RecordSetReader::new(bytes.clone(), options.clone()).next_batch()
+        else {
+            return false;
+        };
+        let header = &batch.header;
+        let producer_id = header.producer_id;
+        if producer_id >= 0 && header.base_sequence >= 0 {
+            let next = header
+                .base_sequence
+                .wrapping_add(header.last_offset_delta)
+                .wrapping_add(1);
+            self.sequences.insert(producer_id, next);
+        }
+        if producer_id < 0 || !header.is_transactional() {
+            return header.is_control();
+        }
+        match batch.control_type(&options) {
+            Ok(None) => {
+                self.open.entry(producer_id).or_insert(OpenTransaction {
+                    first_offset: header.base_offset,
+                    producer_epoch: header.producer_epoch,
+                });
+            }
+            Ok(Some(ControlType::Unknown(_))) | Err(_) => {}
+            Ok(Some(marker)) => {
+                // A marker with no open transaction ends an empty one, as in Kafka.
+                let first_offset = self
+                    .open
+                    .remove(&producer_id)
+                    .map_or(header.base_offset, |t| t.first_offset);
+                if marker == ControlType::Abort {
+                    self.aborted.push(AbortedTransaction {
+                        producer_id,
+                        first_offset,
+                        last_offset: header.last_offset(),
+                    });
+                }
+            }
+        }
+        header.is_control()
+    }
+
+    /// The first offset of the oldest open transaction, or the log end when none is open:
+    /// read_committed consumers see nothing at or past it.
+    fn last_stable_offset(&self) -> i64 {
+        self.open
+            .values()
+            .map(|t| t.first_offset)
+            .min()
+            .unwrap_or(self.end)
+    }
+
+    /// The aborted transactions a fetch from `from` that returned data up to (not including)
+    /// `to` must list: those whose span, first offset to abort marker, overlaps that range
+    /// (as Kafka's `collectAbortedTransactions`).
+    fn aborted_between(&self, from: i64, to: i64) -> Vec<fetch_response::AbortedTransaction> {
+        self.aborted
+            .iter()
+            .filter(|t| t.last_offset >= from && t.first_offset < to)
+            .map(|t| {
+                fetch_response::AbortedTransaction::default()
+                    .with_producer_id(ProducerId(t.producer_id))
+                    .with_first_offset(t.first_offset)
+            })
+            .collect()
+    }
+
+    /// Every data record of every batch that decodes, in offset order (corrupt batches and
+    /// transaction markers left out).
     fn records(&self) -> Vec<Record> {
         let options = DecodeOptions::default();
         self.batches
             .iter()
+            .filter(|b| !b.control)
             .filter_map(|b| decode_all(b.bytes.clone(), &options).ok())
             .flatten()
             .collect()
@@ -224,7 +338,8 @@ impl MockCluster {
     }
 
     /// The records produced (or appended) to a partition so far, in offset order (offsets
-    /// from 0), decoded from the stored batches; batches that do not decode are left out.
+    /// from 0), decoded from the stored batches; batches that do not decode and transaction
+    /// markers are left out (aborted records are not: they are in the log).
     pub fn produced(&self, topic: &str, partition: i32) -> Vec<Record> {
         self.state()
             .logs
@@ -238,9 +353,7 @@ impl MockCluster {
     /// record. No records: nothing is appended and the log end is returned. The partition
     /// need not be in the topology (fetches see it once it is).
     pub fn append(&self, topic: &str, partition: i32, records: &[KeyValue<'_>]) -> i64 {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let now = now_ms();
         let mut batch = BatchBuilder::new(Compression::None, None);
         for (key, value) in records {
             batch.append(now, *key, *value, NO_HEADERS);
@@ -250,6 +363,82 @@ impl MockCluster {
             Ok(bytes) => self.append_raw(topic, partition, bytes, count),
             Err(_) => self.log_end(topic, partition),
         }
+    }
+
+    /// Appends one uncompressed transactional batch of `(key, value)` records (timestamped
+    /// now) from producer `producer_id`, as a transactional producer writes inside a
+    /// transaction; returns the offset of its first record. The producer's transaction on this
+    /// partition begins here unless one is open already; it lasts until
+    /// [`end_transaction`](Self::end_transaction), and until then read_committed fetches stop
+    /// at its first offset. The batch carries the open transaction's producer epoch (0 for a
+    /// new one) and the producer's next sequence number. No records: nothing is appended and
+    /// the log end is returned.
+    pub fn append_transactional(
+        &self,
+        topic: &str,
+        partition: i32,
+        producer_id: i64,
+        records: &[KeyValue<'_>],
+    ) -> i64 {
+        let now = now_ms();
+        let mut state = self.state();
+        let log = state.logs.entry((topic.to_owned(), partition)).or_default();
+        let epoch = log.open.get(&producer_id).map_or(0, |t| t.producer_epoch);
+        let sequence = log.sequences.get(&producer_id).copied().unwrap_or(0);
+        let mut batch = BatchBuilder::new(Compression::None, None)
+            .producer(producer_id, epoch, sequence)
+            .transactional(true);
+        for (key, value) in records {
+            batch.append(now, *key, *value, NO_HEADERS);
+        }
+        let count = batch.len() as i64;
+        let Ok(bytes) = batch.build() else {
+            return log.end;
+        };
+        let base_offset = log.append(bytes, count);
+        drop(state);
+        self.changed.notify_waiters();
+        base_offset
+    }
+
+    /// Ends producer `producer_id`'s transaction on a partition by appending its marker (a
+    /// control batch of one record, as a transaction coordinator writes it): a commit
+    /// (`commit` true) makes its records visible to read_committed consumers, an abort makes
+    /// them skipped. The last stable offset moves past the transaction. Returns the marker's
+    /// offset. With no open transaction the marker still goes in (Kafka records it as an empty
+    /// transaction).
+    pub fn end_transaction(
+        &self,
+        topic: &str,
+        partition: i32,
+        producer_id: i64,
+        commit: bool,
+    ) -> i64 {
+        let marker = if commit {
+            ControlType::Commit
+        } else {
+            ControlType::Abort
+        };
+        let mut state = self.state();
+        let log = state.logs.entry((topic.to_owned(), partition)).or_default();
+        let epoch = log.open.get(&producer_id).map_or(0, |t| t.producer_epoch);
+        let batch = BatchBuilder::control_marker(marker, producer_id, epoch, 0, now_ms());
+        let Ok(bytes) = batch.build() else {
+            return log.end;
+        };
+        let offset = log.append(bytes, 1);
+        drop(state);
+        self.changed.notify_waiters();
+        offset
+    }
+
+    /// A partition's last stable offset: the first offset of its oldest open transaction, or
+    /// the log end when none is open.
+    pub fn last_stable_offset(&self, topic: &str, partition: i32) -> i64 {
+        self.state()
+            .logs
+            .get(&(topic.to_owned(), partition))
+            .map_or(0, PartitionLog::last_stable_offset)
     }
 
     /// Appends `batch` to a partition's log as it is — a compressed batch, a transaction
@@ -872,32 +1061,45 @@ fn fetch_partition(
     }
     let log = state.logs.get(&(topic.to_owned(), p.partition));
     let end = log.map_or(0, |log| log.end);
+    let stable = log.map_or(0, PartitionLog::last_stable_offset);
+    // Kafka checks the fetch offset against the log end whatever the isolation level.
     if p.fetch_offset < 0 || p.fetch_offset > end {
         return failed_fetch(p.partition, KafkaCode::OffsetOutOfRange);
     }
+    // read_committed sees whole batches below the last stable offset (an open transaction's
+    // first batch starts at it), so undecided records never leave the broker.
+    let visible = if read_committed { stable } else { end };
     let limit = i64::from(p.partition_max_bytes.max(0)).min(budget.remaining);
     let mut records = BytesMut::new();
+    // One past the last offset returned.
+    let mut upto = p.fetch_offset;
     let from_fetch_offset = log
         .into_iter()
         .flat_map(|log| &log.batches)
-        .skip_while(|b| b.base_offset.saturating_add(b.offsets) <= p.fetch_offset);
+        .skip_while(|b| b.base_offset.saturating_add(b.offsets) <= p.fetch_offset)
+        .take_while(|b| b.base_offset.saturating_add(b.offsets) <= visible);
     for batch in from_fetch_offset {
         let fits = (records.len() + batch.bytes.len()) as i64 <= limit;
         if !(fits || records.is_empty() && budget.min_one) {
             break;
         }
         records.extend_from_slice(&batch.bytes);
+        upto = batch.base_offset.saturating_add(batch.offsets);
     }
     if !records.is_empty() {
         budget.min_one = false;
         budget.remaining = (budget.remaining - records.len() as i64).max(0);
     }
+    let aborted = read_committed.then(|| {
+        log.map(|log| log.aborted_between(p.fetch_offset, upto))
+            .unwrap_or_default()
+    });
     fetch_response::PartitionData::default()
         .with_partition_index(p.partition)
         .with_high_watermark(end)
-        .with_last_stable_offset(end)
+        .with_last_stable_offset(stable)
         .with_log_start_offset(0)
-        .with_aborted_transactions(read_committed.then(Vec::new))
+        .with_aborted_transactions(aborted)
         .with_records(Some(records.freeze()))
 }
 
@@ -939,6 +1141,13 @@ fn check_leader(state: &State, node_id: i32, topic: &str, partition: i32) -> Res
         Some(leader) if *leader != node_id => Err(KafkaCode::NotLeaderOrFollower),
         Some(_) => Ok(()),
     }
+}
+
+/// Wall-clock milliseconds, as record timestamps are.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn log_end(state: &State, topic: &str, partition: i32) -> i64 {
