@@ -16,6 +16,7 @@ pub mod partitioner;
 pub mod producer;
 pub mod protocol;
 pub mod records;
+pub mod sidechannel;
 
 pub use backoff::Backoff;
 pub use config::ClientConfig;

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use konsumer::error::is_stale_metadata;
-use konsumer::kafka_protocol::messages::create_topics_request::CreatableTopic;
+use konsumer::kafka_protocol::messages::create_topics_request::{
+    CreatableTopic, CreatableTopicConfig,
+};
 use konsumer::kafka_protocol::messages::{
     CreateTopicsRequest, MetadataRequest, MetadataResponse, TopicName,
 };
@@ -538,6 +540,16 @@ impl Handler<CreateTopics> for Cluster {
                     .with_name(TopicName(StrBytes::from_string(t.name.clone())))
                     .with_num_partitions(t.partitions)
                     .with_replication_factor(t.replication_factor)
+                    .with_configs(
+                        t.configs
+                            .iter()
+                            .map(|(name, value)| {
+                                CreatableTopicConfig::default()
+                                    .with_name(StrBytes::from_string(name.clone()))
+                                    .with_value(Some(StrBytes::from_string(value.clone())))
+                            })
+                            .collect(),
+                    )
             })
             .collect();
         let request = CreateTopicsRequest::default()

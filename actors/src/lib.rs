@@ -11,6 +11,8 @@
 //! - [`service::ConsumerService`]: a group member that consumes — [`fetcher::Fetcher`]s per
 //!   leader, a [`partition_tracker::PartitionTracker`] per partition feeding the user's
 //!   handler actors ([`KafkaMessage`] / [`KafkaBatch`]), commits of exactly what is done.
+//! - [`sidechannel::Sidechannel`]: hands finished offsets to a partition's next owner during
+//!   a rebalance, through a compacted topic.
 //! - [`hooks`]: the user's say in where partitions start and jump ([`StartAt`]).
 //! - [`messages`]: every message the actors exchange.
 //! - `testkit` (cargo feature): mocked brokers (in process, or served over TCP for real
@@ -30,6 +32,7 @@ pub mod partition_tracker;
 pub mod producer;
 pub mod service;
 pub mod settings;
+pub mod sidechannel;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
@@ -53,3 +56,4 @@ pub use service::{
     MarkPartitionMetadata, PausePartition, SeekPartition, ServiceBuilder, Shutdown,
 };
 pub use settings::{PolicySettings, ServiceSettings};
+pub use sidechannel::Sidechannel;

@@ -182,6 +182,8 @@ pub struct NewTopic {
     pub name: String,
     pub partitions: i32,
     pub replication_factor: i16,
+    /// Topic configs, e.g. `("cleanup.policy", "compact")`.
+    pub configs: Vec<(String, String)>,
 }
 
 impl Message for CreateTopics {

@@ -13,6 +13,11 @@
 //!   the generation still owns them.
 //! - **Commits**: every `commit_interval`, the offsets that changed since the last commit.
 //!   [`CommitNow`] commits at once.
+//! - **Sidechannel** ([`Sidechannel`], unless `sidechannel_topic` is empty): released
+//!   partitions' offsets are also handed over through the sidechannel topic before the
+//!   member rejoins (and on each commit tick while a rebalance is under way); a claimed
+//!   partition starts at the newer of its committed offset and the offset its previous owner
+//!   handed over.
 //! - **Leader moves**: a partition a Fetcher gives up is handed, after a metadata refresh, to
 //!   the new leader's Fetcher at the offset it had reached. **Out of range**: the reset policy.
 //! - **Shutdown** ([`Shutdown`]): leave the group (which releases, drains and commits
@@ -38,6 +43,7 @@ use konsumer::kafka_protocol::messages::list_offsets_request::{
 };
 use konsumer::kafka_protocol::messages::{ListOffsetsRequest, TopicName};
 use konsumer::kafka_protocol::protocol::StrBytes;
+use konsumer::producer::ProducerConfig;
 use konsumer::protocol::ApiKey;
 use konsumer::{ClientConfig, Context as ErrorContext, Error};
 use slog::{info, o, warn, Logger};
@@ -53,6 +59,7 @@ use crate::messages::{
 };
 use crate::partition_tracker::PartitionTracker;
 use crate::producer::Producer;
+use crate::sidechannel::{LookupHandover, PublishHandover, Sidechannel};
 
 /// What the service tells the user: the group's events, and the life of each partition.
 #[derive(Debug, Clone)]
@@ -269,6 +276,34 @@ impl ServiceBuilder {
         let events = self.events;
         let producer = self.producer;
         let hooks = self.hooks;
+        let sidechannel = if consumer.sidechannel_enabled() {
+            let side_producer = match &producer {
+                Some(p) => p.clone(),
+                None => {
+                    Producer::new(cluster.clone(), ProducerConfig::default(), log.clone())?.start()
+                }
+            };
+            let opened = Sidechannel::open(
+                cluster.clone(),
+                side_producer,
+                &group.group_id,
+                &consumer,
+                log.new(o!("sidechannel" => consumer.sidechannel_topic.clone())),
+            )
+            .await;
+            match opened {
+                Ok(side) => Some(side.start()),
+                Err(error) => {
+                    // Not fatal: without it a moved partition re-reads from its last commit.
+                    warn!(log, "no sidechannel: partitions handed over re-read from the last commit";
+                        "error" => %error);
+                    events.send(ConsumerEvent::Error(error));
+                    None
+                }
+            }
+        } else {
+            None
+        };
         // The Coordinator adds the group to its own log lines.
         let coordinator_log = self.log.clone();
         // Refuse a bad subscription here; the service makes its Coordinator when it starts
@@ -292,6 +327,10 @@ impl ServiceBuilder {
             events,
             producer,
             hooks,
+            sidechannel,
+            member_id: String::new(),
+            generation: -1,
+            rebalancing: false,
             log,
             fetchers: BTreeMap::new(),
             partitions: BTreeMap::new(),
@@ -306,6 +345,9 @@ impl ServiceBuilder {
         Ok(Supervisor::start(move |_| service))
     }
 }
+
+/// The longest a release waits for its handover to be acknowledged.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One assigned partition.
 struct Owned {
@@ -346,6 +388,12 @@ pub struct ConsumerService {
     events: ConsumerEvents,
     producer: Option<Addr<Producer>>,
     hooks: OffsetHooks,
+    sidechannel: Option<Addr<Sidechannel>>,
+    /// The member id and generation of the last completed rebalance.
+    member_id: String,
+    generation: i32,
+    /// Between RebalanceStart and RebalanceOk.
+    rebalancing: bool,
     log: Logger,
     fetchers: BTreeMap<i32, FetcherSlot>,
     partitions: BTreeMap<(String, i32), Owned>,
@@ -439,14 +487,43 @@ impl ConsumerService {
 
     /// Starts consuming newly assigned partitions where the starting-offset hook says
     /// (default: the committed offset, else the reset policy).
-    fn claim(&mut self, committed: PartitionOffsets<Option<i64>>, ctx: &mut Context<Self>) {
+    fn claim(
+        &mut self,
+        generation: i32,
+        committed: PartitionOffsets<Option<i64>>,
+        ctx: &mut Context<Self>,
+    ) {
         let cluster = self.cluster.clone();
         let hooks = self.hooks.clone();
         let config = self.consumer.clone();
+        let sidechannel = self.sidechannel.clone();
+        let log = self.log.clone();
         let work = async move {
+            let handed = match sidechannel {
+                Some(side) if !committed.is_empty() => side
+                    .send(LookupHandover {
+                        generation,
+                        partitions: committed.keys().cloned().collect(),
+                    })
+                    .await
+                    .unwrap_or_default(),
+                _ => PartitionOffsets::new(),
+            };
             let mut starts = Vec::new();
             for ((topic, partition), offset) in committed {
-                let at = hooks.start(&config, &topic, partition, offset.filter(|o| *o >= 0));
+                let committed = offset.filter(|o| *o >= 0);
+                let handed = handed.get(&(topic.clone(), partition)).copied();
+                let newest = match (committed, handed) {
+                    (Some(c), Some(h)) if h > c => {
+                        info!(log, "starting after the previous owner's handover";
+                            "topic" => &topic, "partition" => partition,
+                            "committed" => c, "handed_over" => h);
+                        Some(h)
+                    }
+                    (None, Some(h)) => Some(h),
+                    (c, _) => c,
+                };
+                let at = hooks.start(&config, &topic, partition, newest);
                 let start = resolve(&cluster, &topic, partition, at).await;
                 starts.push((topic, partition, start));
             }
@@ -587,6 +664,9 @@ impl ConsumerService {
         if self.committing || self.shutting_down || self.finished {
             return;
         }
+        if self.rebalancing {
+            self.hand_over_progress();
+        }
         self.committing = true;
         let work = self.commit_changed().map(|result, act: &mut Self, _| {
             act.committing = false;
@@ -637,6 +717,32 @@ impl ConsumerService {
             }
             result
         })
+    }
+
+    /// While a rebalance is under way a commit may be refused: the offsets that changed go
+    /// to the sidechannel as well, for whoever gets the partitions next (as the seed does
+    /// while its JoinGroup is pending).
+    fn hand_over_progress(&self) {
+        let Some(side) = &self.sidechannel else {
+            return;
+        };
+        if self.member_id.is_empty() || self.generation < 0 {
+            return;
+        }
+        let offsets: PartitionOffsets<i64> = self
+            .partitions
+            .iter()
+            .map(|(key, owned)| (key, owned.flow.committable.load(Ordering::Relaxed)))
+            .filter(|(key, offset)| self.committed.get(*key) != Some(offset))
+            .map(|(key, offset)| (key.clone(), offset))
+            .collect();
+        if !offsets.is_empty() {
+            side.do_send(PublishHandover {
+                generation: self.generation,
+                member_id: self.member_id.clone(),
+                offsets,
+            });
+        }
     }
 
     fn stop_fetchers(&mut self) {
@@ -796,14 +902,26 @@ impl Handler<GroupEvent> for ConsumerService {
     type Result = ();
 
     fn handle(&mut self, event: GroupEvent, ctx: &mut Context<Self>) {
-        if let GroupEvent::RebalanceOk { committed, .. } = &event {
+        if let GroupEvent::RebalanceStart { .. } = &event {
+            self.rebalancing = true;
+        }
+        if let GroupEvent::RebalanceOk {
+            committed,
+            generation,
+            member_id,
+            ..
+        } = &event
+        {
+            self.rebalancing = false;
+            self.generation = *generation;
+            self.member_id = member_id.clone();
             // `committed` holds every claimed partition (None = nothing committed).
             let claimed: PartitionOffsets<Option<i64>> = committed
                 .iter()
                 .filter(|(key, _)| !self.partitions.contains_key(*key))
                 .map(|(k, v)| (k.clone(), *v))
                 .collect();
-            self.claim(claimed, ctx);
+            self.claim(*generation, claimed, ctx);
         }
         if let GroupEvent::Committed { offsets, .. } = event {
             // Revoked or closing partitions, committed by the Coordinator.
@@ -848,12 +966,41 @@ impl Handler<Release> for ConsumerService {
             }
         }
         info!(self.log, "releasing partitions"; "count" => drains.len(), "lost" => release.lost);
-        Box::pin(join_all(drains).into_actor(self).map(|results, _, _| {
-            results
+        // A lost member's generation is gone: nobody would take its handover.
+        let handover = self
+            .sidechannel
+            .clone()
+            .filter(|_| !release.lost && release.generation >= 0 && !self.member_id.is_empty())
+            .map(|side| (side, self.member_id.clone(), release.generation));
+        let log = self.log.clone();
+        let work = async move {
+            let offsets: PartitionOffsets<CommitOffset> = join_all(drains)
+                .await
                 .into_iter()
                 .filter_map(|(key, offset)| offset.map(|o| (key, o)))
-                .collect()
-        }))
+                .collect();
+            if let Some((side, member_id, generation)) = handover {
+                if !offsets.is_empty() {
+                    // Before the answer, so before the Coordinator rejoins.
+                    let publish = side.send(PublishHandover {
+                        generation,
+                        member_id,
+                        offsets: offsets.iter().map(|(k, c)| (k.clone(), c.offset)).collect(),
+                    });
+                    match tokio::time::timeout(HANDOVER_TIMEOUT, publish).await {
+                        Ok(Ok(Ok(()))) => {}
+                        Ok(Ok(Err(error))) => {
+                            warn!(log, "handover not published"; "error" => %error)
+                        }
+                        Ok(Err(_)) => warn!(log, "handover not published: sidechannel gone"),
+                        Err(_) => warn!(log, "handover not published in time";
+                            "waited" => ?HANDOVER_TIMEOUT),
+                    }
+                }
+            }
+            offsets
+        };
+        Box::pin(work.into_actor(self))
     }
 }
 
@@ -1131,6 +1278,9 @@ impl Handler<Shutdown> for ConsumerService {
                     });
                 }
                 act.coordinator = None;
+                if let Some(side) = act.sidechannel.take() {
+                    side.do_send(Close);
+                }
                 // Not `ctx.stop()`: the supervisor would restart the service. Without its
                 // tick it ends by itself once the last address is dropped.
                 if let Some(ticker) = act.ticker.take() {

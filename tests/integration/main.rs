@@ -2,10 +2,12 @@
 //! - `mock_cluster`: the Cluster actor against mocked broker actors (no network).
 //! - `mock_producer`: the Producer actor against mocked broker actors.
 //! - `mock_group`: the Coordinator and Heartbeat actors against mocked broker actors.
+//! - `mock_sidechannel`: offsets handed over through the sidechannel during a rebalance.
 //! - `mock_isolation`: read_committed and read_uncommitted over transactions on mocked brokers.
 //! - `bad_input`: misbehaving TCP servers and unreachable brokers.
 //! - `real_broker`: a real broker (tansu) started by the test itself.
 //! - `real_group`: konsumer group members on tansu (coverage, dead and closed members).
+//! - `real_sidechannel`: the sidechannel on tansu (topic creation, handover on a join).
 //! - `peer_records`: record sets written by librdkafka and kafka-python, captured as fixtures.
 //! - `peer_group`: konsumer and librdkafka members in the same groups, each side leading.
 //! - `peer_partitioner`: keyed records placed as librdkafka's murmur2 partitioner places them.
@@ -19,6 +21,7 @@ mod mock_fetch;
 mod mock_group;
 mod mock_isolation;
 mod mock_producer;
+mod mock_sidechannel;
 mod peer_consume;
 mod peer_group;
 mod peer_partitioner;
@@ -27,6 +30,7 @@ mod peer_records;
 mod real_broker;
 mod real_consume;
 mod real_group;
+mod real_sidechannel;
 mod records_fixtures;
 
 use std::future::Future;

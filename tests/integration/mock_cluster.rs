@@ -236,6 +236,7 @@ async fn create_topics_waits_until_leaders_are_known() {
             name: name.into(),
             partitions: 4,
             replication_factor: 1,
+            configs: Vec::new(),
         }],
         timeout: Duration::from_secs(2),
     };

@@ -53,6 +53,7 @@ async fn negotiates_creates_a_topic_and_sees_its_six_partitions() {
                 name: "six".into(),
                 partitions: 6,
                 replication_factor: 1,
+                configs: Vec::new(),
             }],
             timeout: Duration::from_secs(10),
         })

@@ -1,0 +1,300 @@
+//! The sidechannel against mocked brokers: a member giving up partitions publishes what it
+//! finished before it rejoins; the next owners start there even when the release commit
+//! failed; stale generations and other groups' records are ignored.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::{Actor, Addr, Context, Handler};
+use konsumer::consumer::{ConsumerConfig, OffsetReset, DEFAULT_SIDECHANNEL_TOPIC};
+use konsumer::group::GroupConfig;
+use konsumer::producer::ProducerConfig;
+use konsumer::protocol::{ApiKey, RequestKind};
+use konsumer::{Backoff, ClientConfig, Context as ErrorContext, Error, KafkaCode};
+use konsumer_actors::sidechannel::{LookupHandover, PublishHandover};
+use konsumer_actors::testkit::{CapturedLog, MockCluster};
+use konsumer_actors::{
+    Cluster, ConsumerEvents, ConsumerService, HandlerRef, HandlerResult, KafkaBatch, Producer,
+    Shutdown, Sidechannel,
+};
+
+use crate::eventually;
+
+const GROUP: &str = "handover";
+const TOPIC: &str = "orders";
+
+fn mock() -> MockCluster {
+    let mock = MockCluster::new();
+    mock.add_broker(1, "mock-1", 9092)
+        .add_broker(2, "mock-2", 9092)
+        .add_topic(TOPIC, &[1, 2, 1, 2]);
+    mock
+}
+
+fn fill(mock: &MockCluster, count: usize) {
+    for partition in 0..4 {
+        let values: Vec<String> = (0..count).map(|i| format!("p{partition}-{i}")).collect();
+        let records: Vec<_> = values.iter().map(|v| (None, Some(v.as_bytes()))).collect();
+        mock.append(TOPIC, partition, &records);
+    }
+}
+
+fn fast() -> Backoff {
+    Backoff {
+        initial: Duration::from_millis(5),
+        max: Duration::from_millis(20),
+        multiplier: 2.0,
+        jitter: 0.0,
+    }
+}
+
+fn group() -> GroupConfig {
+    let mut config = GroupConfig::new(GROUP, [TOPIC])
+        .with_assignors(&["range"])
+        .expect("built-in");
+    config.session_timeout = Duration::from_millis(1500);
+    config.heartbeat_interval = Duration::from_millis(50);
+    config.rebalance_timeout = Duration::from_secs(2);
+    config.retry_backoff = fast();
+    config
+}
+
+fn consumer(sidechannel: bool) -> ConsumerConfig {
+    ConsumerConfig {
+        offset_reset: OffsetReset::Earliest,
+        fetch_max_wait: Duration::from_millis(50),
+        // No interval commit: only the release commit (made to fail) could move the offsets.
+        commit_interval: Duration::from_secs(600),
+        retry_backoff: fast(),
+        sidechannel_topic: if sidechannel {
+            DEFAULT_SIDECHANNEL_TOPIC.into()
+        } else {
+            String::new()
+        },
+        sidechannel_wait: Duration::from_millis(500),
+        ..ConsumerConfig::default()
+    }
+}
+
+/// Every (partition, offset) any member handled, in order.
+type Seen = Arc<Mutex<Vec<(i32, i64)>>>;
+
+struct Recorder(Seen);
+
+impl Actor for Recorder {
+    type Context = Context<Self>;
+}
+
+impl Handler<KafkaBatch> for Recorder {
+    type Result = HandlerResult;
+
+    fn handle(&mut self, batch: KafkaBatch, _: &mut Context<Self>) -> HandlerResult {
+        let mut seen = self.0.lock().expect("lock");
+        seen.extend(batch.records.iter().map(|r| (batch.partition, r.offset)));
+        Ok(())
+    }
+}
+
+async fn member(mock: &MockCluster, config: ConsumerConfig, seen: &Seen) -> Addr<ConsumerService> {
+    let (log, _captured) = CapturedLog::new();
+    let cluster = Cluster::connect_with(
+        Arc::new(ClientConfig::new(["mock-1:9092"])),
+        log.clone(),
+        mock.connector(),
+    )
+    .await
+    .expect("bootstrap");
+    ConsumerService::builder(ClientConfig::new(["mock-1:9092"]), group())
+        .cluster(cluster)
+        .consumer_config(config)
+        .handler(HandlerRef::batches(&Recorder(seen.clone()).start()))
+        .events(ConsumerEvents::None)
+        .logger(log)
+        .start()
+        .await
+        .expect("service starts")
+}
+
+fn count(seen: &Seen) -> (usize, usize) {
+    let seen = seen.lock().expect("lock");
+    let distinct: std::collections::BTreeSet<_> = seen.iter().collect();
+    (seen.len(), distinct.len())
+}
+
+/// A, alone, handles 10 records per partition and commits nothing; B joins; A's release
+/// commit fails. Returns (handled, distinct) once every record of a second round is handled,
+/// and the mock's requests.
+async fn second_member_joins_while_commits_fail(sidechannel: bool) -> (usize, usize, MockCluster) {
+    let mock = mock();
+    fill(&mock, 10);
+    let seen: Seen = Arc::default();
+    let a = member(&mock, consumer(sidechannel), &seen).await;
+    eventually(Duration::from_secs(10), "A handles 40 records", || {
+        let (_, distinct) = count(&seen);
+        async move { (distinct == 40).then_some(()) }
+    })
+    .await;
+    let refused = || {
+        Err(Error::Broker {
+            code: KafkaCode::IllegalGeneration,
+            context: ErrorContext::default().with_group(GROUP),
+        })
+    };
+    mock.script(ApiKey::OffsetCommit, None, refused());
+    let b = member(&mock, consumer(sidechannel), &seen).await;
+    eventually(
+        Duration::from_secs(10),
+        "generation 2 with both members",
+        || {
+            let both = mock
+                .group(GROUP)
+                .is_some_and(|g| g.generation >= 2 && g.members.len() == 2);
+            async move { both.then_some(()) }
+        },
+    )
+    .await;
+    fill(&mock, 5);
+    eventually(Duration::from_secs(10), "the 20 new records", || {
+        let seen = seen.clone();
+        async move {
+            let seen = seen.lock().expect("lock");
+            let new = seen.iter().filter(|(_, o)| *o >= 10).count();
+            (new >= 20).then_some(())
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.send(Shutdown).await.expect("A shuts down");
+    b.send(Shutdown).await.expect("B shuts down");
+    let (handled, distinct) = count(&seen);
+    (handled, distinct, mock)
+}
+
+#[actix::test]
+async fn next_owners_start_at_the_handover_when_the_release_commit_fails() {
+    let (handled, distinct, mock) = second_member_joins_while_commits_fail(true).await;
+    assert_eq!(distinct, 60);
+    assert_eq!(handled, 60, "records handled twice despite the handover");
+    // Order: the handover is produced before anyone syncs the new generation.
+    let received = mock.received();
+    let publish = received
+        .iter()
+        .position(|r| match &r.request {
+            RequestKind::Produce(p) => p
+                .topic_data
+                .iter()
+                .any(|t| t.name.0.as_str() == DEFAULT_SIDECHANNEL_TOPIC),
+            _ => false,
+        })
+        .expect("a handover was produced");
+    let sync = received
+        .iter()
+        .position(|r| matches!(&r.request, RequestKind::SyncGroup(s) if s.generation_id >= 2))
+        .expect("generation 2 was synced");
+    assert!(publish < sync, "handover at {publish}, sync at {sync}");
+    let rejoin = received
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| matches!(r.request, RequestKind::JoinGroup(_)))
+        .map(|(i, _)| i)
+        .next_back()
+        .expect("joins");
+    assert!(
+        publish < rejoin,
+        "the last JoinGroup went out before the handover"
+    );
+}
+
+#[actix::test]
+async fn without_the_sidechannel_the_same_rebalance_reads_records_twice() {
+    let (handled, distinct, mock) = second_member_joins_while_commits_fail(false).await;
+    assert_eq!(distinct, 60);
+    // Nothing committed, nothing handed over: every partition starts again at 0.
+    assert_eq!(handled, 100, "expected the first 40 records twice");
+    assert!(mock.log_end(DEFAULT_SIDECHANNEL_TOPIC, 0) <= 0);
+}
+
+#[actix::test]
+async fn lookups_take_only_the_previous_generation_of_their_own_group() {
+    let mock = mock();
+    let (log, captured) = CapturedLog::new();
+    let cluster = Cluster::connect_with(
+        Arc::new(ClientConfig::new(["mock-1:9092"])),
+        log.clone(),
+        mock.connector(),
+    )
+    .await
+    .expect("bootstrap");
+    let producer = Producer::new(cluster.clone(), ProducerConfig::default(), log.clone())
+        .expect("config")
+        .start();
+    let config = consumer(true);
+    let open = |group: &'static str| {
+        let (cluster, producer, config, log) = (
+            cluster.clone(),
+            producer.clone(),
+            config.clone(),
+            log.clone(),
+        );
+        async move {
+            Sidechannel::open(cluster, producer, group, &config, log)
+                .await
+                .expect("sidechannel opens")
+                .start()
+        }
+    };
+    let ours = open(GROUP).await;
+    let theirs = open("another-group").await;
+    // The topic was created (compacted) since it was missing.
+    let created = mock.received().iter().any(|r| {
+        matches!(&r.request, RequestKind::CreateTopics(c) if c.topics.iter().any(|t|
+            t.name.0.as_str() == DEFAULT_SIDECHANNEL_TOPIC
+                && t.configs.iter().any(|c| c.name.as_str() == "cleanup.policy"
+                    && c.value.as_ref().is_some_and(|v| v.as_str() == "compact"))))
+    });
+    assert!(created, "{}", captured.lines().join("\n"));
+    let publish = |side: &Addr<Sidechannel>, generation: i32, offsets: &[(i32, i64)]| {
+        side.send(PublishHandover {
+            generation,
+            member_id: format!("member-{generation}"),
+            offsets: offsets
+                .iter()
+                .map(|(p, o)| ((TOPIC.to_owned(), *p), *o))
+                .collect(),
+        })
+    };
+    publish(&ours, 4, &[(0, 100), (1, 110)])
+        .await
+        .expect("alive")
+        .expect("published");
+    publish(&ours, 5, &[(0, 150)])
+        .await
+        .expect("alive")
+        .expect("published");
+    // Another group's handover of the same partition, in a newer generation.
+    publish(&theirs, 5, &[(1, 999)])
+        .await
+        .expect("alive")
+        .expect("published");
+    let lookup = |generation: i32| {
+        ours.send(LookupHandover {
+            generation,
+            partitions: vec![(TOPIC.to_owned(), 0), (TOPIC.to_owned(), 1)],
+        })
+    };
+    let found = lookup(6).await.expect("alive");
+    let expected: BTreeMap<(String, i32), i64> = [((TOPIC.to_owned(), 0), 150)].into();
+    assert_eq!(
+        found, expected,
+        "generation 5's handover of partition 0 only"
+    );
+    let found = lookup(5).await.expect("alive");
+    // Partition 0's newest record is from generation 5: not generation 4's any more.
+    let expected: BTreeMap<(String, i32), i64> = [((TOPIC.to_owned(), 1), 110)].into();
+    assert_eq!(found, expected);
+    assert!(
+        lookup(9).await.expect("alive").is_empty(),
+        "stale handovers used"
+    );
+}
