@@ -11,7 +11,9 @@ use konsumer::consumer::{ConsumerConfig, OffsetReset, DEFAULT_SIDECHANNEL_TOPIC}
 use konsumer::group::GroupConfig;
 use konsumer::producer::ProducerConfig;
 use konsumer::protocol::{ApiKey, RequestKind};
+use konsumer::sidechannel::Handover;
 use konsumer::{Backoff, ClientConfig, Context as ErrorContext, Error, KafkaCode};
+use konsumer_actors::messages::GroupEvent;
 use konsumer_actors::sidechannel::{LookupHandover, PublishHandover};
 use konsumer_actors::testkit::{CapturedLog, MockCluster};
 use konsumer_actors::{
@@ -297,4 +299,60 @@ async fn lookups_take_only_the_previous_generation_of_their_own_group() {
         lookup(9).await.expect("alive").is_empty(),
         "stale handovers used"
     );
+}
+
+#[actix::test]
+async fn progress_during_a_rebalance_goes_to_the_sidechannel_on_each_commit_tick() {
+    let mock = mock();
+    fill(&mock, 10);
+    let seen: Seen = Arc::default();
+    let config = ConsumerConfig {
+        commit_interval: Duration::from_millis(50),
+        ..consumer(true)
+    };
+    let service = member(&mock, config, &seen).await;
+    eventually(Duration::from_secs(10), "40 records", || {
+        let (_, distinct) = count(&seen);
+        async move { (distinct == 40).then_some(()) }
+    })
+    .await;
+    let handed_over = || -> Vec<Handover> {
+        mock.produced(DEFAULT_SIDECHANNEL_TOPIC, 0)
+            .iter()
+            .map(|r| {
+                Handover::decode(
+                    r.key().unwrap_or_default(),
+                    r.value().unwrap_or_default(),
+                    r.offset,
+                )
+                .expect("a handover record")
+            })
+            .collect()
+    };
+    assert!(handed_over().is_empty(), "handed over outside a rebalance");
+    // A rebalance begins (as the Coordinator announces it) and records keep being finished.
+    service.do_send(GroupEvent::RebalanceStart {
+        reason: "test".into(),
+        current: Default::default(),
+    });
+    fill(&mock, 5);
+    let handovers = eventually(Duration::from_secs(10), "handovers at 15", || {
+        let all = handed_over();
+        async move {
+            let at_15: BTreeMap<i32, &Handover> = all
+                .iter()
+                .filter(|h| h.offset == 15 && h.group == GROUP)
+                .map(|h| (h.partition, h))
+                .collect();
+            (at_15.len() == 4).then(|| all.clone())
+        }
+    })
+    .await;
+    assert!(
+        handovers
+            .iter()
+            .all(|h| h.generation == 1 && !h.member_id.is_empty()),
+        "{handovers:?}"
+    );
+    service.send(Shutdown).await.expect("shuts down");
 }
