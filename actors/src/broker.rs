@@ -7,8 +7,22 @@
 //!    written, and is handed whole to a writer task. Responses are matched by correlation id and
 //!    decoded by the caller's future, so a big response does not hold up the actor.
 //! 3. Any I/O or framing error fails every in-flight request with the same typed error, and the
-//!    actor stops itself; its [`Supervisor`] restarts it (fields survive), and
-//!    `started` reconnects with capped, jittered exponential backoff.
+//!    actor stops itself; its [`Supervisor`] restarts it (fields survive, the restart is logged
+//!    at info with the reason), and `started` reconnects with capped, jittered exponential
+//!    backoff.
+//! 4. A request that gets no answer within its timeout fails with [`Error::Timeout`]. If it was
+//!    the oldest request in flight, nothing explains the silence (answers come in order), so
+//!    the connection is presumed dead — a peer that vanished without a reset, a black hole —
+//!    and is failed and restarted as in 3. A request that timed out behind an older one still
+//!    within its own timeout (a JoinGroup that blocks by design) leaves the connection alone.
+//!    A request allowed much longer than the request timeout (a JoinGroup) is preceded
+//!    by a small ApiVersions probe with the ordinary timeout, so a connection that is already
+//!    dead is found out in that time rather than in the long one.
+//! 5. A connection with nothing in flight is probed the same way after half a request timeout
+//!    of silence, so a dead idle connection (the General one between metadata refreshes, a
+//!    Fetch connection between assignments) is replaced in the background, not discovered by
+//!    the next request that needs it. TCP keepalive cannot see a peer that still acknowledges
+//!    bytes but never answers, and its defaults wait hours.
 //!
 //! Requests that arrive while the connection is (re)connecting **wait**, bounded by their own
 //! request timeout: they are written as soon as the connection is up, or fail with
@@ -31,6 +45,7 @@ use actix::prelude::*;
 use actix::WeakAddr;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
+use konsumer::kafka_protocol::messages::ApiVersionsRequest;
 use konsumer::protocol::codec::ProbeStep;
 use konsumer::protocol::{
     decode_response, encode_request, peek_correlation_id, ApiKey, ApiVersionTable,
@@ -52,6 +67,10 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(50);
 const MAX_UNANSWERED_REMEMBERED: usize = 1024;
 /// Frames gathered into one socket write when several are waiting.
 const MAX_WRITE_BATCH: usize = 1024 * 1024;
+/// A request allowed more than this many request timeouts (a JoinGroup, which blocks for up to
+/// the rebalance timeout) is preceded by a liveness probe; a Fetch (request timeout plus its
+/// long-poll wait) is not.
+const PROBE_BEYOND: u32 = 2;
 
 /// One supervised connection to one broker. Start it with
 /// `actix::Supervisor::start(|_| BrokerConnection::new(...))`.
@@ -71,6 +90,10 @@ pub struct BrokerConnection {
     /// Requests waiting for a connection; never written yet, so safe to send on the next one.
     queued: VecDeque<Waiting>,
     in_flight: HashMap<i32, InFlight>,
+    /// Write order of in-flight requests (see [`InFlight::sequence`]).
+    next_sequence: u64,
+    /// When the link last wrote a request or read an answer: drives the idle probe.
+    last_activity: Instant,
     /// Correlation ids of recent requests that expect no answer (acks=0), so that an answer
     /// sent anyway is recognised and dropped instead of failing the connection as a protocol
     /// violation. Kafka never answers them; tansu 0.6 does.
@@ -93,6 +116,8 @@ struct Waiting {
 struct InFlight {
     api_key: ApiKey,
     version: i16,
+    /// Order of writing: the lowest in flight is the one the broker must answer first.
+    sequence: u64,
     started: Instant,
     deadline: Instant,
     /// Taken when the request times out; the entry stays until its response arrives, so a late
@@ -134,6 +159,8 @@ impl BrokerConnection {
             link: None,
             queued: VecDeque::new(),
             in_flight: HashMap::new(),
+            next_sequence: 0,
+            last_activity: Instant::now(),
             unanswered: VecDeque::new(),
             next_correlation_id: 0,
         }
@@ -206,6 +233,7 @@ impl BrokerConnection {
         }
         self.connect_failures = 0;
         self.last_error = None;
+        self.last_activity = Instant::now();
         for waiting in std::mem::take(&mut self.queued) {
             self.dispatch(waiting, ctx);
         }
@@ -213,6 +241,18 @@ impl BrokerConnection {
 
     /// Writes one request on the live link.
     fn dispatch(&mut self, mut waiting: Waiting, ctx: &mut Context<Self>) {
+        if self.link.is_none() {
+            self.queued.push_back(waiting);
+            return;
+        }
+        // A long request is written behind a probe that answers within the usual time.
+        let long = waiting.deadline.saturating_duration_since(Instant::now())
+            > self.config.request_timeout * PROBE_BEYOND;
+        if long && !self.probe(ctx) {
+            // The link just failed: the request was not written, so it waits for the next.
+            self.queued.push_back(waiting);
+            return;
+        }
         let Some(link) = &self.link else {
             self.queued.push_back(waiting);
             return;
@@ -271,11 +311,14 @@ impl BrokerConnection {
             return;
         }
         // Registered before the write, so a fast answer always finds its waiter.
+        self.last_activity = Instant::now();
+        self.next_sequence += 1;
         self.in_flight.insert(
             correlation_id,
             InFlight {
                 api_key,
                 version,
+                sequence: self.next_sequence,
                 started: waiting.started,
                 deadline: waiting.deadline,
                 reply: Some(waiting.reply),
@@ -296,7 +339,62 @@ impl BrokerConnection {
         }
     }
 
+    /// Writes an ApiVersions request nobody waits for, due within the request timeout: its
+    /// answer proves the link alive up to what is written next, its silence fails the link
+    /// (it is then the oldest request overdue, see `sweep`). Returns false if the link is gone.
+    fn probe(&mut self, ctx: &mut Context<Self>) -> bool {
+        let Some(link) = &self.link else {
+            return false;
+        };
+        let mut correlation_id = self.next_correlation_id;
+        while self.in_flight.contains_key(&correlation_id) {
+            correlation_id = correlation_id.wrapping_add(1);
+        }
+        self.next_correlation_id = correlation_id.wrapping_add(1);
+        // Version 0: every broker takes it, and its body is empty.
+        let frame = match encode_request(
+            ApiKey::ApiVersions,
+            0,
+            correlation_id,
+            &self.config.client_id,
+            &RequestKind::ApiVersions(ApiVersionsRequest::default()),
+        ) {
+            Ok(frame) => frame,
+            Err(_) => return true, // cannot happen for an empty request; go on without
+        };
+        let now = Instant::now();
+        self.last_activity = now;
+        self.next_sequence += 1;
+        self.in_flight.insert(
+            correlation_id,
+            InFlight {
+                api_key: ApiKey::ApiVersions,
+                version: 0,
+                sequence: self.next_sequence,
+                started: now,
+                deadline: now + self.config.request_timeout,
+                reply: None,
+            },
+        );
+        let outgoing = Outgoing {
+            frame,
+            written: None,
+        };
+        if link.writer.send(outgoing).is_err() {
+            self.fail_link(
+                Error::ConnectionClosed {
+                    broker: self.address.clone(),
+                    detail: "(writer stopped)".into(),
+                },
+                ctx,
+            );
+            return false;
+        }
+        true
+    }
+
     fn on_frame(&mut self, frame: Bytes, ctx: &mut Context<Self>) {
+        self.last_activity = Instant::now();
         let Some(correlation_id) = peek_correlation_id(&frame) else {
             let detail = format!("a {}-byte response has no correlation id", frame.len());
             return self.protocol_violation(detail, ctx);
@@ -315,6 +413,8 @@ impl BrokerConnection {
                         frame,
                     }));
                 }
+                // A liveness probe's answer: it arrived, which was all it had to do.
+                None if api_key == ApiKey::ApiVersions => {}
                 None => debug!(self.log, "dropped a response that came after its timeout";
                     "api" => ?api_key, "correlation_id" => correlation_id),
             },
@@ -384,13 +484,37 @@ impl BrokerConnection {
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
-            let error = {
-                let f = &self.in_flight[&id];
-                timeout(f.api_key, f.started, self)
+            let Some(f) = self.in_flight.get(&id) else {
+                continue;
             };
+            let error = timeout(f.api_key, f.started, self);
             if let Some(reply) = self.in_flight.get_mut(&id).and_then(|f| f.reply.take()) {
                 let _ = reply.send(Err(error));
             }
+        }
+        // The oldest request is overdue: the broker has not answered anything written since,
+        // and never will on this connection. Replace it, or every later request (the next
+        // heartbeat, the next fetch) would wait out its whole timeout on it too.
+        if let Some(oldest) = self.in_flight.values().min_by_key(|f| f.sequence) {
+            if oldest.deadline <= now {
+                let error = Error::Io {
+                    broker: self.address.clone(),
+                    kind: std::io::ErrorKind::TimedOut,
+                    reason: format!(
+                        "no answer to a {:?} request within {:?}; connection presumed dead",
+                        oldest.api_key,
+                        now.saturating_duration_since(oldest.started)
+                    ),
+                };
+                self.fail_link(error, ctx);
+            }
+        }
+        let idle_after = self.config.request_timeout / 2;
+        if self.link.is_some()
+            && self.in_flight.is_empty()
+            && now.saturating_duration_since(self.last_activity) >= idle_after
+        {
+            self.probe(ctx);
         }
         if !ctx.connected() && self.queued.is_empty() {
             debug!(
@@ -432,7 +556,9 @@ impl Supervised for BrokerConnection {
         }
         self.restarts += 1;
         self.link = None;
-        info!(self.log, "supervisor restarting broker connection"; "restart" => self.restarts);
+        let why = self.last_error.as_deref().unwrap_or("unknown");
+        info!(self.log, "supervisor restarting broker connection";
+            "restart" => self.restarts, "why" => why);
     }
 }
 

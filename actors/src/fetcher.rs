@@ -19,7 +19,10 @@
 //! - undecodable data or any other error: dropped and reported ([`TroubleKind::Failed`]).
 //!
 //! A request that fails as a whole (connection lost, timeout) is retried after a backoff on a
-//! fresh connection; the partitions stay.
+//! fresh connection (a connection whose request timed out restarts itself). After
+//! [`REROUTE_AFTER`] such failures in a row the broker may be gone for good, or no longer the
+//! leader: every partition is handed back ([`TroubleKind::NotLeader`] with the last error) at
+//! the offset it had reached, and the owner refreshes the metadata and routes each one anew.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,7 +39,7 @@ use konsumer::records::{
     decode_fetched, AbortedTransaction, DecodeOptions, Isolation, PartitionFetch,
 };
 use konsumer::{Error, KafkaCode};
-use slog::{debug, warn, Logger};
+use slog::{info, warn, Logger};
 
 use crate::cluster::Cluster;
 use crate::messages::{
@@ -48,6 +51,8 @@ use crate::messages::{
 const FETCH_MAX_VERSION: i16 = 11;
 /// How often a Fetcher whose partitions are all full looks again.
 const FULL_RECHECK: Duration = Duration::from_millis(5);
+/// Failed fetch requests in a row after which the partitions are routed anew.
+pub const REROUTE_AFTER: u32 = 3;
 
 type Key = (Arc<str>, i32);
 
@@ -204,24 +209,22 @@ impl Fetcher {
                 reply.into_typed::<FetchRequest>("fetch")
             }) {
                 Ok(response) => {
-                    act.failures = 0;
-                    if response.error_code != 0 {
-                        let error = Error::check(response.error_code, || {
-                            konsumer::Context::default().with_api(konsumer::protocol::ApiKey::Fetch)
-                        })
-                        .err();
-                        warn!(act.log, "fetch failed"; "node" => act.node,
-                            "error" => ?error);
-                        act.back_off(ctx);
+                    if let Err(error) = Error::check(response.error_code, || {
+                        konsumer::Context::default().with_api(konsumer::protocol::ApiKey::Fetch)
+                    }) {
+                        warn!(act.log, "fetch failed"; "node" => act.node, "error" => %error);
+                        act.failed(error, ctx);
                         return;
                     }
+                    act.failures = 0;
                     act.take(response, asked);
                     act.poll(ctx);
                 }
                 Err(error) => {
-                    debug!(act.log, "fetch request failed"; "node" => act.node, "error" => %error);
+                    info!(act.log, "fetch request failed"; "node" => act.node, "error" => %error,
+                        "failures_in_a_row" => act.failures + 1);
                     act.connection = None;
-                    act.back_off(ctx);
+                    act.failed(error, ctx);
                 }
             }
         }));
@@ -233,6 +236,23 @@ impl Fetcher {
             act.waiting = false;
             act.poll(ctx);
         });
+    }
+
+    /// A request failed as a whole: try again after a backoff, or, after [`REROUTE_AFTER`]
+    /// failures in a row, hand every partition back to be routed anew.
+    fn failed(&mut self, error: Error, ctx: &mut Context<Self>) {
+        if self.failures + 1 < REROUTE_AFTER {
+            self.back_off(ctx);
+            return;
+        }
+        warn!(self.log, "fetches keep failing; handing the partitions back to be routed anew";
+            "node" => self.node, "failures_in_a_row" => self.failures + 1, "error" => %error,
+            "partitions" => self.partitions.len());
+        self.failures = 0;
+        let keys: Vec<Key> = self.partitions.keys().cloned().collect();
+        for key in keys {
+            self.give_up(key, TroubleKind::NotLeader(error.clone()));
+        }
     }
 
     fn back_off(&mut self, ctx: &mut Context<Self>) {

@@ -8,6 +8,11 @@
 //! [`HeartbeatOutcome`]; deciding what an error means (rejoin, find the coordinator again,
 //! report) is the Coordinator's job, so that the error table lives in one place.
 //!
+//! Each heartbeat must be answered within half of what the session has left after one
+//! interval, not within the whole session timeout: a heartbeat lost on a dead connection (a
+//! black hole answers nothing and resets nothing) then fails while there is still time for the
+//! connection to be replaced and a next heartbeat to arrive before the broker drops the member.
+//!
 //! [`Purpose::Heartbeat`]: crate::messages::Purpose::Heartbeat
 
 use std::time::Duration;
@@ -33,8 +38,9 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    /// A heartbeat for `member_id` in `generation`, sent over `connection` every `interval`;
-    /// each answer must come within `timeout`.
+    /// A heartbeat for `member_id` in `generation`, sent over `connection` every `interval`,
+    /// in a group whose session lasts `session_timeout`; each answer must come within
+    /// [`beat_timeout`] of them.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         connection: Recipient<Call>,
@@ -43,9 +49,10 @@ impl Heartbeat {
         group_instance_id: Option<String>,
         member: HeartbeatAs,
         interval: Duration,
-        timeout: Duration,
+        session_timeout: Duration,
         log: Logger,
     ) -> Self {
+        let timeout = beat_timeout(interval, session_timeout);
         Heartbeat {
             connection,
             coordinator,
@@ -98,6 +105,17 @@ impl Heartbeat {
     }
 }
 
+/// How long one heartbeat may wait for its answer: half of the session left after one
+/// interval (so a failed beat leaves time for another on a fresh connection), but never less
+/// than the interval; the whole session when the interval leaves no room.
+pub fn beat_timeout(interval: Duration, session_timeout: Duration) -> Duration {
+    match session_timeout.checked_sub(interval) {
+        Some(left) if left / 2 >= interval => left / 2,
+        Some(_) if interval < session_timeout => interval,
+        _ => session_timeout,
+    }
+}
+
 impl Actor for Heartbeat {
     type Context = Context<Self>;
 
@@ -120,5 +138,23 @@ impl Handler<crate::messages::Close> for Heartbeat {
 
     fn handle(&mut self, _: crate::messages::Close, ctx: &mut Context<Self>) {
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heartbeat_fails_early_enough_for_another_within_the_session() {
+        let s = Duration::from_secs;
+        // The tests' groups: a 6 s session, beats every second.
+        assert_eq!(beat_timeout(s(1), s(6)), Duration::from_millis(2500));
+        // Kafka's defaults: 45 s session, 3 s interval.
+        assert_eq!(beat_timeout(s(3), s(45)), s(21));
+        // Tight settings: never below the interval, never above the session.
+        assert_eq!(beat_timeout(s(2), s(5)), s(2));
+        assert_eq!(beat_timeout(s(5), s(5)), s(5));
+        assert_eq!(beat_timeout(s(9), s(5)), s(5));
     }
 }

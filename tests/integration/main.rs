@@ -8,6 +8,7 @@
 //! - `real_broker`: a real broker (tansu) started by the test itself.
 //! - `real_group`: konsumer group members on tansu (coverage, dead and closed members).
 //! - `real_sidechannel`: the sidechannel on tansu (topic creation, handover on a join).
+//! - `real_faults`: members behind a proxy that resets, stalls and black-holes connections.
 //! - `peer_records`: record sets written by librdkafka and kafka-python, captured as fixtures.
 //! - `peer_group`: konsumer and librdkafka members in the same groups, each side leading.
 //! - `peer_partitioner`: keyed records placed as librdkafka's murmur2 partitioner places them.
@@ -29,6 +30,7 @@ mod peer_producer;
 mod peer_records;
 mod real_broker;
 mod real_consume;
+mod real_faults;
 mod real_group;
 mod real_sidechannel;
 mod records_fixtures;

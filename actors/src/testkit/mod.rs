@@ -1,6 +1,7 @@
 //! Test helpers for konsumer and its users (cargo feature `testkit`):
 //! - [`mock`]: a mocked cluster of broker actors, for actor tests without a network;
 //! - [`tansu`]: a real Kafka-compatible broker process on a free loopback port;
+//! - [`proxy`]: a TCP proxy that resets, stalls and black-holes connections on command;
 //! - [`CapturedLog`]: a logger whose lines a test can assert on.
 //!
 //! # Testing your handler without a network
@@ -185,8 +186,10 @@ pub mod coordinator;
 pub mod listener;
 pub mod log;
 pub mod mock;
+pub mod proxy;
 pub mod tansu;
 
 pub use coordinator::MockGroup;
 pub use log::CapturedLog;
 pub use mock::{MockBroker, MockCluster};
+pub use proxy::{Fault, FaultProxy, RandomFaults};

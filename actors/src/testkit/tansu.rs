@@ -117,6 +117,8 @@ pub struct TansuBroker {
     binary: PathBuf,
     storage: Storage,
     port: u16,
+    /// The port named in Metadata answers, when it is not `port` (a proxy in front).
+    advertised_port: Option<u16>,
     dir: tempfile::TempDir,
     /// The `sh` watchdog; its exit means tansu has exited. In a mutex so that `is_running` can
     /// take `&self` (`Child::try_wait` needs `&mut`).
@@ -135,6 +137,23 @@ impl TansuBroker {
     /// # Panics
     /// If tansu cannot be found, or does not come up within 30 s.
     pub fn start(storage: Storage) -> TansuBroker {
+        Self::start_with(storage, None)
+    }
+
+    /// As [`start`](Self::start), but the broker tells clients (in Metadata and FindCoordinator
+    /// answers) that it is at `127.0.0.1:advertised_port`, while it listens on a port of its
+    /// own ([`port`](Self::port)). Put a proxy on the advertised port, forwarding to
+    /// [`addr`](Self::addr), and every client that bootstraps from the proxy stays behind it
+    /// (see [`FaultProxy`](super::proxy::FaultProxy)). The fixture's own requests (readiness,
+    /// topic creation) go to the real port.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub fn start_advertising(storage: Storage, advertised_port: u16) -> TansuBroker {
+        Self::start_with(storage, Some(advertised_port))
+    }
+
+    fn start_with(storage: Storage, advertised_port: Option<u16>) -> TansuBroker {
         let binary = find_tansu();
         let dir = tempfile::Builder::new()
             .prefix("konsumer-tansu-")
@@ -144,6 +163,7 @@ impl TansuBroker {
             binary,
             storage,
             port: 0,
+            advertised_port,
             dir,
             shell: Mutex::new(None),
             stdin: None,
@@ -167,9 +187,20 @@ impl TansuBroker {
         unreachable!("the last attempt returns or panics")
     }
 
-    /// The port the broker listens on (and advertises), on 127.0.0.1.
+    /// The port the broker listens on (and advertises, unless started with
+    /// [`start_advertising`](Self::start_advertising)), on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port the broker names in its Metadata answers.
+    pub fn advertised_port(&self) -> u16 {
+        self.advertised_port.unwrap_or(self.port)
+    }
+
+    /// The address the broker listens on, `127.0.0.1:port()`.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
     /// `"127.0.0.1:PORT"`, the bootstrap address for clients.
@@ -303,10 +334,6 @@ impl TansuBroker {
         }
     }
 
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
     fn try_start(&mut self) -> Result<(), StartError> {
         self.starts += 1;
         let log_path = self.log_path();
@@ -317,10 +344,11 @@ impl TansuBroker {
             .map_err(|e| StartError::Spawn(format!("cannot open {}: {e}", log_path.display())))?;
         let _ = writeln!(
             log,
-            "=== konsumer testkit: start #{} of {} on 127.0.0.1:{} ({:?}) ===",
+            "=== konsumer testkit: start #{} of {} on 127.0.0.1:{} advertising port {} ({:?}) ===",
             self.starts,
             self.binary.display(),
             self.port,
+            self.advertised_port(),
             self.storage
         );
         let log_err = log
@@ -329,6 +357,7 @@ impl TansuBroker {
         let _ = fs::remove_file(self.dir.path().join(PID_FILE));
 
         let listener = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://127.0.0.1:{}", self.advertised_port());
         let mut command = Command::new("sh");
         command
             .arg("-c")
@@ -338,7 +367,7 @@ impl TansuBroker {
             .arg("--listener-url")
             .arg(&listener)
             .arg("--advertised-listener-url")
-            .arg(&listener)
+            .arg(&advertised)
             .arg("--storage-engine")
             .arg(self.storage.engine_url())
             .current_dir(self.dir.path())
@@ -728,6 +757,23 @@ mod tests {
 
         let log = fs::read_to_string(broker.log_path()).expect("log");
         assert!(log.contains("start #2"), "log: {log}");
+    }
+
+    #[test]
+    fn tansu_behind_a_proxy_advertises_the_proxy_port() {
+        let proxy = crate::testkit::proxy::FaultProxy::start().expect("proxy");
+        let broker = TansuBroker::start_advertising(Storage::Memory, proxy.port());
+        proxy.set_target(broker.addr());
+        assert_eq!(broker.advertised_port(), proxy.port());
+        assert_ne!(broker.port(), proxy.port());
+        broker.create_topic("advertised", 1);
+        // Asked directly or through the proxy, the broker names the proxy's port.
+        for addr in [broker.addr(), proxy.addr()] {
+            let meta = topic_metadata(addr, "advertised").expect("metadata");
+            let ports: Vec<i32> = meta.brokers.iter().map(|b| b.port).collect();
+            assert_eq!(ports, [i32::from(proxy.port())], "asked at {addr}");
+        }
+        assert!(proxy.accepted() >= 1);
     }
 
     #[test]
