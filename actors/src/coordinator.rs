@@ -251,7 +251,35 @@ impl Coordinator {
             let committed: PartitionOffsets<i64> =
                 offsets.iter().map(|(k, c)| (k.clone(), c.offset)).collect();
             let generation = request.generation;
-            match commit_offsets(connection, request, offsets, config).await {
+            // A dead group connection fails the commit at once or after its timeout; the
+            // connection restarts itself, so try again (while the rebalance can still wait)
+            // rather than leave the next owner to re-read from the last commit.
+            let deadline = tokio::time::Instant::now() + wait;
+            let mut attempt = 0;
+            let result = loop {
+                let result = commit_offsets(
+                    connection.clone(),
+                    request.clone(),
+                    offsets.clone(),
+                    config.clone(),
+                )
+                .await;
+                match result {
+                    Err(error)
+                        if attempt + 1 < RELEASE_COMMIT_ATTEMPTS
+                            && is_transport(&error)
+                            && tokio::time::Instant::now() < deadline =>
+                    {
+                        warn!(log, "commit of revoked partitions failed; trying again";
+                            "error" => %error, "attempt" => attempt + 1);
+                        tokio::time::sleep(config.retry_backoff.delay(attempt, fastrand::f64()))
+                            .await;
+                        attempt += 1;
+                    }
+                    other => break other,
+                }
+            };
+            match result {
                 Ok(()) => {
                     info!(log, "committed revoked partitions"; "partitions" => count);
                     events.send(GroupEvent::Committed {
@@ -795,6 +823,20 @@ impl Handler<Close> for Coordinator {
 
 // ---- The steps, as futures that own what they need (the actor stays free meanwhile) ----
 
+/// Attempts at committing released partitions when the connection fails under the commit.
+const RELEASE_COMMIT_ATTEMPTS: u32 = 3;
+
+/// The connection failed (not the broker refusing): worth another try on a fresh one.
+fn is_transport(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Connect { .. }
+            | Error::Io { .. }
+            | Error::ConnectionClosed { .. }
+            | Error::Timeout { .. }
+    )
+}
+
 fn group_id(group: &str) -> GroupId {
     GroupId(StrBytes::from_string(group.to_owned()))
 }
@@ -1136,6 +1178,7 @@ async fn fetch_committed(
     }
 }
 
+#[derive(Clone)]
 struct CommitRequest {
     group_id: String,
     generation: i32,

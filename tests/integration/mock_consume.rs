@@ -1129,3 +1129,31 @@ async fn a_max_message_age_hook_can_stop_a_lagging_partition_instead_of_jumping(
     assert!(seen.attempts().is_empty(), "old records were delivered");
     service.addr.send(Shutdown).await.expect("shutdown answers");
 }
+
+#[actix::test]
+async fn a_release_commit_that_meets_a_broken_connection_is_tried_again() {
+    let mock = mock();
+    for p in 0..4 {
+        fill(&mock, p, 10);
+    }
+    let seen = Arc::new(Seen::default());
+    let config = ConsumerConfig {
+        commit_interval: Duration::from_secs(600),
+        ..consumer()
+    };
+    let service = start(&mock, config, batches(&seen, &[]), false).await;
+    eventually(Duration::from_secs(10), "all 40 records", || {
+        let n = seen.distinct().len();
+        async move { (n == 40).then_some(()) }
+    })
+    .await;
+    let reset = || Error::Io {
+        broker: "mock-1:9092".into(),
+        kind: std::io::ErrorKind::ConnectionReset,
+        reason: "connection reset by peer".into(),
+    };
+    mock.script(konsumer::protocol::ApiKey::OffsetCommit, None, Err(reset()));
+    service.addr.send(Shutdown).await.expect("shutdown answers");
+    assert_eq!(committed(&mock), (0..4).map(|p| (p, 10)).collect());
+    assert!(service.log.contains("trying again"));
+}
