@@ -8,7 +8,9 @@
 //! partition's tracker marks the records done and the service commits them (every
 //! `--commit-interval`, on a rebalance and on shutdown). A process killed at any moment has
 //! committed nothing it did not write out, so the next member of the group starts at the first
-//! record not printed: records may be printed twice, never lost.
+//! record not printed: records may be printed twice, never lost. During a rebalance the offsets
+//! of printed records also go to the sidechannel topic (`--sidechannel-topic`, empty to turn it
+//! off), so a partition's next owner starts after them even when the commit came too late.
 //!
 //! **`--count N`.** The printer writes at most N records. Records it receives beyond them are
 //! deferred ([`KafkaBatch::defer`]) and their [`Ack`]s held, unanswered, until the process
@@ -29,7 +31,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use clap::{Args, ValueEnum};
-use konsumer_actors::core::consumer::{ConsumerConfig, OffsetReset};
+use konsumer_actors::core::consumer::{ConsumerConfig, OffsetReset, DEFAULT_SIDECHANNEL_TOPIC};
 use konsumer_actors::core::group::GroupConfig;
 use konsumer_actors::core::records::Record;
 use konsumer_actors::messages::GroupEvent;
@@ -84,6 +86,17 @@ pub struct ConsumeArgs {
     /// How the group's partitions are divided among its members.
     #[arg(long, value_enum, default_value_t = Assignor::Roundrobin)]
     pub assignor: Assignor,
+
+    /// Compacted topic through which members hand over the offsets they really finished when
+    /// a rebalance moves partitions, so the next owner need not re-read since the last commit
+    /// (created if missing). An empty name (`--sidechannel-topic ""`) disables it.
+    #[arg(long, default_value = DEFAULT_SIDECHANNEL_TOPIC, value_name = "NAME")]
+    pub sidechannel_topic: String,
+
+    /// How long a member waits, at most, for the sidechannel before it starts a newly assigned
+    /// partition from the committed offset alone [default: 300ms, the consumer's default].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub sidechannel_wait: Option<Duration>,
 }
 
 /// The `--assignor` values: konsumer's built-in assignors.
@@ -116,6 +129,7 @@ impl ConsumeArgs {
     }
 
     fn consumer_config(&self) -> ConsumerConfig {
+        let defaults = ConsumerConfig::default();
         ConsumerConfig {
             offset_reset: if self.from_beginning {
                 OffsetReset::Earliest
@@ -128,7 +142,9 @@ impl ConsumeArgs {
             } else {
                 DRAIN_TIMEOUT
             }),
-            ..ConsumerConfig::default()
+            sidechannel_topic: self.sidechannel_topic.clone(),
+            sidechannel_wait: self.sidechannel_wait.unwrap_or(defaults.sidechannel_wait),
+            ..defaults
         }
     }
 }
@@ -545,8 +561,42 @@ mod tests {
         let latest = Wrapper::try_parse_from(["consume", "-b", "h:1", "-g", "g", "-t", "a"])
             .unwrap()
             .args;
-        assert_eq!(latest.consumer_config().offset_reset, OffsetReset::Latest);
+        let defaults = latest.consumer_config();
+        assert_eq!(defaults.offset_reset, OffsetReset::Latest);
+        assert_eq!(defaults.commit_interval, Duration::from_secs(1));
+        assert_eq!(defaults.sidechannel_topic, DEFAULT_SIDECHANNEL_TOPIC);
+        assert!(defaults.sidechannel_enabled());
+        // The help text of --sidechannel-wait names this default.
+        assert_eq!(defaults.sidechannel_wait, Duration::from_millis(300));
         assert!(Wrapper::try_parse_from(["consume", "-b", "h:1", "-g", "g"]).is_err());
+
+        let handover = |extra: &[&str]| {
+            let mut argv = vec!["consume", "-b", "h:1", "-g", "g", "-t", "a"];
+            argv.extend_from_slice(extra);
+            Wrapper::try_parse_from(argv).map(|w| w.args.consumer_config())
+        };
+        let set = handover(&[
+            "--commit-interval",
+            "500ms",
+            "--sidechannel-topic",
+            "offsets.handover",
+            "--sidechannel-wait",
+            "1.5s",
+        ])
+        .unwrap();
+        assert_eq!(set.commit_interval, Duration::from_millis(500));
+        assert_eq!(set.sidechannel_topic, "offsets.handover");
+        assert_eq!(set.sidechannel_wait, Duration::from_millis(1500));
+        set.validate().unwrap();
+        let off = handover(&["--sidechannel-topic", ""]).unwrap();
+        assert!(!off.sidechannel_enabled(), "an empty name disables it");
+        off.validate().unwrap();
+        // A name Kafka refuses is caught before anything connects.
+        assert!(handover(&["--sidechannel-topic", "no spaces"])
+            .unwrap()
+            .validate()
+            .is_err());
+        assert!(handover(&["--sidechannel-wait", "soon"]).is_err());
         assert!(
             Wrapper::try_parse_from(["consume", "-b", "h:1", "-g", "g", "-t", "a", "-n", "0"])
                 .is_err()

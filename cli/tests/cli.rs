@@ -3,63 +3,20 @@
 //! it reads back what the CLI produced and commits the offsets that `group describe` shows.
 //! `konsumer consume` is checked against the CLI's own producer and `group describe`.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{konsumer, succeeded, text};
 use konsumer_actors::core::partitioner::partition_for_key;
 use konsumer_actors::testkit::tansu::{free_port, Storage, TansuBroker};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
-
-/// Runs `konsumer ARGS` with `stdin` as its standard input; panics if it runs over a minute.
-fn konsumer(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_konsumer"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the konsumer binary starts");
-    let mut input = child.stdin.take().expect("piped stdin");
-    let data = stdin.to_vec();
-    // Written from another thread, so a full pipe cannot deadlock with the output reads.
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let pid = child.id();
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        let output = child.wait_with_output().expect("waiting for konsumer");
-        let _ = done_tx.send(());
-        output
-    });
-    if done_rx.recv_timeout(Duration::from_secs(60)).is_err() {
-        let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-        panic!("konsumer {args:?} did not finish within 60 s");
-    }
-    writer.join().expect("stdin writer");
-    waiter.join().expect("output reader")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Panics with the command's output unless it exited 0; returns its stdout.
-fn succeeded(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "konsumer failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        text(&output.stdout),
-        text(&output.stderr)
-    );
-    text(&output.stdout)
-}
 
 /// Panics unless the command exited with `code`; returns its stderr.
 fn failed_with(output: &Output, code: i32) -> String {
