@@ -59,7 +59,7 @@ use crate::messages::{
 };
 use crate::partition_tracker::PartitionTracker;
 use crate::producer::Producer;
-use crate::sidechannel::{LookupHandover, PublishHandover, Sidechannel};
+use crate::sidechannel::{LookupHandover, PublishHandover, RebalanceBegins, Sidechannel};
 
 /// What the service tells the user: the group's events, and the life of each partition.
 #[derive(Debug, Clone)]
@@ -904,6 +904,9 @@ impl Handler<GroupEvent> for ConsumerService {
     fn handle(&mut self, event: GroupEvent, ctx: &mut Context<Self>) {
         if let GroupEvent::RebalanceStart { .. } = &event {
             self.rebalancing = true;
+            if let Some(side) = &self.sidechannel {
+                side.do_send(RebalanceBegins);
+            }
         }
         if let GroupEvent::RebalanceOk {
             committed,

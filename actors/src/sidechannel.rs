@@ -10,10 +10,12 @@
 //! - [`PublishHandover`]: one record per partition (core [`Handover`]: group, topic,
 //!   partition, generation, offset, member id), to the group's sidechannel partition,
 //!   acknowledged before the answer.
-//! - [`LookupHandover`]: reads the group's sidechannel partition up to its current end (at most
-//!   `sidechannel_wait`) and answers, per asked partition, the offset handed over by the
-//!   previous generation's owner. Records of other generations are ignored: older ones may
-//!   predate a rewind, newer ones cannot be right.
+//! - [`LookupHandover`]: reads the group's sidechannel partition until every asked partition has
+//!   its handover from the previous generation (at most `sidechannel_wait`: a previous owner
+//!   may not have noticed the rebalance yet) and answers those offsets. A handover counts if
+//!   its writer owned the partition in the generation just before, or if it was written during
+//!   this member's current rebalance ([`RebalanceBegins`]; a broker may form several
+//!   generations in one rebalance). Anything else is stale: it may predate a rewind.
 //!
 //! The actor reads only from the end the partition had when the service started: a handover
 //! from before this member existed cannot be meant for it.
@@ -43,6 +45,8 @@ use crate::service::list_offset;
 
 /// Fetch versions up to 11 name topics (12+ use topic ids); the Fetcher caps the same way.
 const FETCH_MAX_VERSION: i16 = 11;
+/// How often a lookup reads the sidechannel again while a handover is missing.
+const LOOKUP_POLL: Duration = Duration::from_millis(25);
 /// How long creating the sidechannel topic may take.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -83,8 +87,11 @@ pub struct Sidechannel {
     wait: Duration,
     /// The next sidechannel offset to read.
     position: i64,
-    /// The newest handover seen per partition of the group.
-    seen: PartitionOffsets<Handover>,
+    /// The newest handover seen per partition of the group, with its sidechannel offset.
+    seen: PartitionOffsets<(Handover, i64)>,
+    /// The sidechannel's end when this member's current rebalance began: handovers written
+    /// since belong to this rebalance, whatever generation their writer owned.
+    round_start: Option<i64>,
     log: Logger,
 }
 
@@ -124,24 +131,40 @@ impl Sidechannel {
             wait: config.sidechannel_wait,
             position,
             seen: BTreeMap::new(),
+            // A new member's first rebalance begins now.
+            round_start: Some(position),
             log,
         })
     }
+}
 
-    /// Keeps the newest handover per partition: the highest generation, the later record on
-    /// a tie.
-    fn remember(&mut self, handover: Handover) {
-        if handover.group != self.group {
-            return; // another group sharing the sidechannel partition
-        }
-        let key = (handover.topic.clone(), handover.partition);
-        match self.seen.get(&key) {
-            Some(known) if known.generation > handover.generation => {}
-            _ => {
-                self.seen.insert(key, handover);
-            }
+/// Keeps the newest handover per partition of `group`: the highest generation, the later
+/// record on a tie.
+fn remember(
+    seen: &mut PartitionOffsets<(Handover, i64)>,
+    group: &str,
+    handover: Handover,
+    at: i64,
+) {
+    if handover.group != group {
+        return; // another group sharing the sidechannel partition
+    }
+    let key = (handover.topic.clone(), handover.partition);
+    match seen.get(&key) {
+        Some((known, _)) if known.generation > handover.generation => {}
+        _ => {
+            seen.insert(key, (handover, at));
         }
     }
+}
+
+/// Whether a handover (written at sidechannel offset `at`) may start a partition in
+/// `generation`: written by the owner in the generation just before, or during this member's
+/// current rebalance by an owner of an earlier one (brokers may form several generations in
+/// one rebalance, tansu does). Anything else is stale: it may predate a rewind.
+fn usable(handover: &Handover, at: i64, generation: i32, round_start: Option<i64>) -> bool {
+    handover.generation < generation
+        && (handover.generation == generation - 1 || round_start.is_some_and(|start| at >= start))
 }
 
 async fn partition_count(cluster: &Addr<Cluster>, topic: &str) -> Result<Option<i32>, Error> {
@@ -315,54 +338,101 @@ impl Handler<PublishHandover> for Sidechannel {
 impl Handler<LookupHandover> for Sidechannel {
     type Result = ResponseActFuture<Self, PartitionOffsets<i64>>;
 
+    /// Reads until every asked partition has its handover from the previous generation, or
+    /// `sidechannel_wait` has passed: a previous owner that has not yet noticed the rebalance
+    /// gets that long to drain and publish. A dead owner costs the whole wait once. In the
+    /// group's first generation nobody owned anything before: no wait.
     fn handle(&mut self, msg: LookupHandover, _: &mut Context<Self>) -> Self::Result {
+        let msg_generation = msg.generation;
         let deadline = Instant::now() + self.wait;
-        let read = read_to_end(
-            self.cluster.clone(),
-            self.topic.clone(),
-            self.partition,
-            self.position,
-            deadline,
-        );
-        Box::pin(
-            async move { tokio::time::timeout_at(deadline, read).await }
-                .into_actor(self)
-                .map(move |result, act, _| {
-                    match result {
-                        Ok(Ok((records, next))) => {
-                            act.position = act.position.max(next);
-                            for (offset, key, value) in records {
-                                match Handover::decode(&key, &value, offset) {
-                                    Ok(handover) => act.remember(handover),
-                                    Err(error) => {
-                                        warn!(act.log, "unreadable sidechannel record skipped";
-                                            "error" => %error)
-                                    }
+        let wait_for_all = msg.generation > 1;
+        let cluster = self.cluster.clone();
+        let (topic, partition, group) = (self.topic.clone(), self.partition, self.group.clone());
+        let mut position = self.position;
+        let mut seen = self.seen.clone();
+        let round_start = self.round_start;
+        let wanted = msg.partitions.clone();
+        let asked = wanted.len();
+        let log = self.log.clone();
+        let work = async move {
+            loop {
+                let read = read_to_end(
+                    cluster.clone(),
+                    topic.clone(),
+                    partition,
+                    position,
+                    deadline,
+                );
+                match tokio::time::timeout_at(deadline, read).await {
+                    Ok(Ok((records, next))) => {
+                        position = position.max(next);
+                        for (offset, key, value) in records {
+                            match Handover::decode(&key, &value, offset) {
+                                Ok(handover) => remember(&mut seen, &group, handover, offset),
+                                Err(error) => {
+                                    warn!(log, "unreadable sidechannel record skipped";
+                                        "error" => %error)
                                 }
                             }
                         }
-                        Ok(Err(error)) => {
-                            warn!(act.log, "sidechannel read failed"; "error" => %error)
-                        }
-                        Err(_) => {
-                            warn!(act.log, "sidechannel not read to its end in time";
-                                "waited" => ?act.wait)
-                        }
                     }
-                    let previous = msg.generation - 1;
-                    let found: PartitionOffsets<i64> = msg
-                        .partitions
-                        .into_iter()
-                        .filter_map(|key| {
-                            let handover = act.seen.get(&key)?;
-                            (handover.generation == previous).then_some((key, handover.offset))
-                        })
-                        .collect();
-                    info!(act.log, "handovers found"; "generation" => msg.generation,
-                        "partitions" => found.len());
-                    found
-                }),
-        )
+                    Ok(Err(error)) => warn!(log, "sidechannel read failed"; "error" => %error),
+                    Err(_) => {}
+                }
+                let complete = wanted.iter().all(|key| {
+                    seen.get(key)
+                        .is_some_and(|(h, at)| usable(h, *at, msg_generation, round_start))
+                });
+                if complete || !wait_for_all || Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep_until((Instant::now() + LOOKUP_POLL).min(deadline)).await;
+            }
+            (seen, position)
+        };
+        Box::pin(work.into_actor(self).map(move |(seen, position), act, _| {
+            act.position = act.position.max(position);
+            for (_, (handover, at)) in seen {
+                remember(&mut act.seen, &act.group, handover, at);
+            }
+            let found: PartitionOffsets<i64> = msg
+                .partitions
+                .into_iter()
+                .filter_map(|key| {
+                    let (handover, at) = act.seen.get(&key)?;
+                    usable(handover, *at, msg.generation, act.round_start)
+                        .then_some((key, handover.offset))
+                })
+                .collect();
+            info!(act.log, "handovers found"; "generation" => msg.generation,
+                "asked" => asked, "found" => found.len());
+            found
+        }))
+    }
+}
+
+/// This member's rebalance begins: handovers written from now on are meant for it.
+#[derive(Debug, Clone, Copy)]
+pub struct RebalanceBegins;
+
+impl Message for RebalanceBegins {
+    type Result = ();
+}
+
+impl Handler<RebalanceBegins> for Sidechannel {
+    type Result = ();
+
+    fn handle(&mut self, _: RebalanceBegins, ctx: &mut Context<Self>) {
+        // Until the end is known only generation - 1 counts (the strict rule).
+        self.round_start = None;
+        let (cluster, topic, partition) =
+            (self.cluster.clone(), self.topic.clone(), self.partition);
+        let work = async move { list_offset(&cluster, &topic, partition, -1).await };
+        ctx.spawn(work.into_actor(self).map(|end, act, _| match end {
+            Ok(end) => act.round_start = Some(end),
+            Err(error) => warn!(act.log, "sidechannel end unknown; only the previous generation's handovers count";
+                "error" => %error),
+        }));
     }
 }
 

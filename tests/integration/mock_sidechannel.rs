@@ -14,7 +14,7 @@ use konsumer::protocol::{ApiKey, RequestKind};
 use konsumer::sidechannel::Handover;
 use konsumer::{Backoff, ClientConfig, Context as ErrorContext, Error, KafkaCode};
 use konsumer_actors::messages::GroupEvent;
-use konsumer_actors::sidechannel::{LookupHandover, PublishHandover};
+use konsumer_actors::sidechannel::{LookupHandover, PublishHandover, RebalanceBegins};
 use konsumer_actors::testkit::{CapturedLog, MockCluster};
 use konsumer_actors::{
     Cluster, ConsumerEvents, ConsumerService, HandlerRef, HandlerResult, KafkaBatch, Producer,
@@ -285,6 +285,16 @@ async fn lookups_take_only_the_previous_generation_of_their_own_group() {
             partitions: vec![(TOPIC.to_owned(), 0), (TOPIC.to_owned(), 1)],
         })
     };
+    // Written during this member's rebalance (it began when the sidechannel opened), an
+    // older generation's handover counts too: brokers may form several generations at once.
+    let found = lookup(7).await.expect("alive");
+    let expected: BTreeMap<(String, i32), i64> =
+        [((TOPIC.to_owned(), 0), 150), ((TOPIC.to_owned(), 1), 110)].into();
+    assert_eq!(found, expected);
+    // A new rebalance begins: from now on, records written before count only if their writer
+    // owned the partition in the generation just before.
+    ours.send(RebalanceBegins).await.expect("alive");
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let found = lookup(6).await.expect("alive");
     let expected: BTreeMap<(String, i32), i64> = [((TOPIC.to_owned(), 0), 150)].into();
     assert_eq!(
@@ -298,6 +308,45 @@ async fn lookups_take_only_the_previous_generation_of_their_own_group() {
     assert!(
         lookup(9).await.expect("alive").is_empty(),
         "stale handovers used"
+    );
+    // Written in this rebalance by an owner of generation 4: counts for generation 9.
+    publish(&ours, 4, &[(1, 130)])
+        .await
+        .expect("alive")
+        .expect("published");
+    let found = lookup(9).await.expect("alive");
+    let expected: BTreeMap<(String, i32), i64> = [((TOPIC.to_owned(), 1), 130)].into();
+    assert_eq!(found, expected);
+    // A previous owner that publishes late (it had not noticed the rebalance yet) is waited
+    // for, up to sidechannel_wait (500 ms here).
+    let late = lookup(7);
+    let publisher = ours.clone();
+    let publish_late = async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        publisher
+            .send(PublishHandover {
+                generation: 6,
+                member_id: "slow".into(),
+                offsets: [((TOPIC.to_owned(), 0), 170), ((TOPIC.to_owned(), 1), 171)].into(),
+            })
+            .await
+    };
+    let (found, published) = tokio::join!(late, publish_late);
+    published.expect("alive").expect("published");
+    let expected: BTreeMap<(String, i32), i64> =
+        [((TOPIC.to_owned(), 0), 170), ((TOPIC.to_owned(), 1), 171)].into();
+    assert_eq!(
+        found.expect("alive"),
+        expected,
+        "the late handover was not waited for"
+    );
+    // The group's first generation has no previous owner: no wait.
+    let started = std::time::Instant::now();
+    assert!(lookup(1).await.expect("alive").is_empty());
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "waited {:?} in the first generation",
+        started.elapsed()
     );
 }
 
