@@ -9,9 +9,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-out="$(bash scripts/install-tansu.sh)"
-KONSUMER_TANSU="$(printf '%s\n' "$out" | tail -n 1)"
-export KONSUMER_TANSU
-echo "KONSUMER_TANSU=$KONSUMER_TANSU" >&2
+source scripts/lib.sh
+use_tansu
 
 cargo bench --bench group_join -- "$@"

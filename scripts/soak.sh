@@ -12,10 +12,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-out="$(bash scripts/install-tansu.sh)"
-KONSUMER_TANSU="$(printf '%s\n' "$out" | tail -n 1)"
-export KONSUMER_TANSU
-echo "KONSUMER_TANSU=$KONSUMER_TANSU" >&2
+source scripts/lib.sh
+use_tansu
 
 start=$(date +%s)
 KONSUMER_SOAK=1 cargo test -p konsumer-cli --test no_loss -- --nocapture --test-threads=1 "$@"

@@ -18,14 +18,8 @@ step() {
 
 total_start=$(date +%s)
 
-install_tansu() {
-    local out
-    out="$(bash scripts/install-tansu.sh)"
-    KONSUMER_TANSU="$(printf '%s\n' "$out" | tail -n 1)"
-    export KONSUMER_TANSU
-    echo "KONSUMER_TANSU=$KONSUMER_TANSU" >&2
-}
-step "install tansu" install_tansu
+source scripts/lib.sh
+step "install tansu" use_tansu
 
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets --all-features -- -D warnings
