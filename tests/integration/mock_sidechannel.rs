@@ -405,3 +405,47 @@ async fn progress_during_a_rebalance_goes_to_the_sidechannel_on_each_commit_tick
     );
     service.send(Shutdown).await.expect("shuts down");
 }
+
+#[actix::test]
+async fn graceful_rebalances_on_a_broker_with_kafkas_join_barrier_handle_every_record_once() {
+    let mock = mock();
+    let seen: Seen = Arc::default();
+    let config = || ConsumerConfig {
+        commit_interval: Duration::from_millis(100),
+        ..consumer(true)
+    };
+    let mut members = Vec::new();
+    for _ in 0..3 {
+        members.push(member(&mock, config(), &seen).await);
+    }
+    // Records keep coming while members leave and join again, one at a time.
+    let producing = {
+        let mock = mock.clone();
+        tokio::spawn(async move {
+            for _ in 0..40 {
+                fill(&mock, 25);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    for round in 0..4 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let slot = round % members.len();
+        members[slot].send(Shutdown).await.expect("shuts down");
+        members[slot] = member(&mock, config(), &seen).await;
+    }
+    producing.await.expect("producer task");
+    let total = 40 * 25 * 4;
+    eventually(Duration::from_secs(20), "every record handled", || {
+        let (_, distinct) = count(&seen);
+        async move { (distinct == total).then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (handled, distinct) = count(&seen);
+    assert_eq!(distinct, total, "records lost");
+    assert_eq!(handled, total, "{} records handled twice", handled - total);
+    for member in members {
+        member.send(Shutdown).await.expect("shuts down");
+    }
+}
