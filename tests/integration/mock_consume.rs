@@ -236,6 +236,29 @@ async fn wait_committed(mock: &MockCluster, expected: BTreeMap<i32, i64>, log: &
     }
 }
 
+/// Moves `partition` of the test topic to `offset`.
+async fn seek(service: &Service, partition: i32, offset: i64) {
+    service
+        .addr
+        .send(SeekPartition {
+            topic: TOPIC.into(),
+            partition,
+            offset,
+        })
+        .await
+        .expect("alive")
+        .expect("owned");
+}
+
+/// Waits until the handler has seen `count` delivery attempts.
+async fn wait_attempts(seen: &Arc<Seen>, count: usize, what: &str) {
+    eventually(Duration::from_secs(10), what, || {
+        let n = seen.attempts().len();
+        async move { (n == count).then_some(()) }
+    })
+    .await;
+}
+
 fn batches(seen: &Arc<Seen>, fail: &[(i32, i64)]) -> HandlerRef {
     HandlerRef::batches(
         &Batches {
@@ -484,26 +507,9 @@ async fn seek_redelivers_from_the_new_offset_and_out_of_range_resets_as_configur
     fill(&mock, 0, 20);
     let seen = Arc::new(Seen::default());
     let service = start(&mock, consumer(), batches(&seen, &[]), false).await;
-    eventually(Duration::from_secs(10), "20 records", || {
-        let n = seen.attempts().len();
-        async move { (n == 20).then_some(()) }
-    })
-    .await;
-    service
-        .addr
-        .send(SeekPartition {
-            topic: TOPIC.into(),
-            partition: 0,
-            offset: 15,
-        })
-        .await
-        .expect("alive")
-        .expect("owned");
-    eventually(Duration::from_secs(10), "15..20 again", || {
-        let n = seen.attempts().len();
-        async move { (n == 25).then_some(()) }
-    })
-    .await;
+    wait_attempts(&seen, 20, "20 records").await;
+    seek(&service, 0, 15).await;
+    wait_attempts(&seen, 25, "15..20 again").await;
     assert_eq!(
         seen.attempts()[20..]
             .iter()
@@ -512,21 +518,8 @@ async fn seek_redelivers_from_the_new_offset_and_out_of_range_resets_as_configur
         vec![15, 16, 17, 18, 19]
     );
     // Past the end of the log: OffsetOutOfRange, reset to the earliest (the policy here).
-    service
-        .addr
-        .send(SeekPartition {
-            topic: TOPIC.into(),
-            partition: 0,
-            offset: 1_000,
-        })
-        .await
-        .expect("alive")
-        .expect("owned");
-    eventually(Duration::from_secs(10), "reset to 0 and read again", || {
-        let n = seen.attempts().len();
-        async move { (n == 45).then_some(()) }
-    })
-    .await;
+    seek(&service, 0, 1_000).await;
+    wait_attempts(&seen, 45, "reset to 0 and read again").await;
     assert_eq!(seen.attempts()[25].1, 0);
     assert!(service.log.contains("partition jumps"));
     assert!(service.log.contains("OutOfRange"));
@@ -539,11 +532,7 @@ async fn a_leader_move_continues_at_the_same_offset_on_the_new_leader() {
     fill(&mock, 0, 10);
     let seen = Arc::new(Seen::default());
     let service = start(&mock, consumer(), batches(&seen, &[]), false).await;
-    eventually(Duration::from_secs(10), "first 10", || {
-        let n = seen.attempts().len();
-        async move { (n == 10).then_some(()) }
-    })
-    .await;
+    wait_attempts(&seen, 10, "first 10").await;
     mock.move_leader(TOPIC, 0, 2);
     fill(&mock, 0, 10);
     eventually(
@@ -846,11 +835,7 @@ async fn pause_holds_a_partition_and_marked_metadata_is_committed_with_its_offse
     fill(&mock, 0, 5);
     let seen = Arc::new(Seen::default());
     let service = start(&mock, consumer(), batches(&seen, &[]), false).await;
-    eventually(Duration::from_secs(10), "first 5", || {
-        let n = seen.attempts().len();
-        async move { (n == 5).then_some(()) }
-    })
-    .await;
+    wait_attempts(&seen, 5, "first 5").await;
     service
         .addr
         .send(konsumer_actors::PausePartition {
@@ -885,11 +870,7 @@ async fn pause_holds_a_partition_and_marked_metadata_is_committed_with_its_offse
         .await
         .expect("alive")
         .expect("owned");
-    eventually(Duration::from_secs(10), "the next 5 after resume", || {
-        let n = seen.attempts().len();
-        async move { (n == 10).then_some(()) }
-    })
-    .await;
+    wait_attempts(&seen, 10, "the next 5 after resume").await;
     wait_committed(&mock, [(0, 10)].into_iter().collect(), &service.log).await;
     let group = mock.group(GROUP).expect("group");
     assert_eq!(
@@ -1023,11 +1004,7 @@ async fn starting_offset_and_out_of_range_hooks_decide_where_partitions_start_an
         })
     })
     .await;
-    eventually(Duration::from_secs(10), "20 + 13 records", || {
-        let n = seen.attempts().len();
-        async move { (n == 33).then_some(()) }
-    })
-    .await;
+    wait_attempts(&seen, 33, "20 + 13 records").await;
     let of = |p: i32| -> Vec<i64> {
         seen.attempts()
             .iter()
@@ -1056,21 +1033,8 @@ async fn starting_offset_and_out_of_range_hooks_decide_where_partitions_start_an
     .await;
     assert_eq!(of(2), vec![0]);
     // Past the end: the out-of-range hook names offset 12.
-    service
-        .addr
-        .send(SeekPartition {
-            topic: TOPIC.into(),
-            partition: 0,
-            offset: 1_000,
-        })
-        .await
-        .expect("alive")
-        .expect("owned");
-    eventually(Duration::from_secs(10), "12..20 again", || {
-        let n = seen.attempts().len();
-        async move { (n == 42).then_some(()) }
-    })
-    .await;
+    seek(&service, 0, 1_000).await;
+    wait_attempts(&seen, 42, "12..20 again").await;
     assert_eq!(of(0)[20..], (12..20).collect::<Vec<_>>());
     let asked = asked.lock().expect("lock").clone();
     for p in 0..4 {
