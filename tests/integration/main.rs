@@ -36,6 +36,9 @@ mod real_sidechannel;
 mod records_fixtures;
 
 use std::future::Future;
+
+use konsumer::group::GroupConfig;
+use konsumer::Backoff;
 use std::time::{Duration, Instant};
 
 /// Polls `check` until it yields `Some`, or panics after `within`.
@@ -52,4 +55,26 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Retries after 5..20 ms, without jitter: mocked brokers answer at once.
+pub fn fast_backoff() -> Backoff {
+    Backoff {
+        initial: Duration::from_millis(5),
+        max: Duration::from_millis(20),
+        multiplier: 2.0,
+        jitter: 0.0,
+    }
+}
+
+/// A range-assigned group on `topic` with timeouts short enough for mocked brokers.
+pub fn mock_group(group: &str, topic: &str, heartbeat: Duration) -> GroupConfig {
+    let mut config = GroupConfig::new(group, [topic])
+        .with_assignors(&["range"])
+        .expect("built-in");
+    config.session_timeout = Duration::from_millis(1500);
+    config.heartbeat_interval = heartbeat;
+    config.rebalance_timeout = Duration::from_secs(2);
+    config.retry_backoff = fast_backoff();
+    config
 }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use konsumer::consumer::{AfterRetries, ConsumerConfig, FailurePolicy, OffsetReset};
 use konsumer::group::GroupConfig;
 use konsumer::producer::ProducerConfig;
-use konsumer::{Backoff, ClientConfig, Error};
+use konsumer::{ClientConfig, Error};
 use konsumer_actors::testkit::{CapturedLog, MockCluster};
 use konsumer_actors::{
     Ack, Cluster, CommitNow, ConsumerEvent, ConsumerEvents, ConsumerService, GetCoordinator,
@@ -20,7 +20,7 @@ use konsumer_actors::{
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::eventually;
+use crate::{eventually, fast_backoff};
 
 const GROUP: &str = "pipeline";
 const TOPIC: &str = "orders";
@@ -40,23 +40,7 @@ fn fill(mock: &MockCluster, partition: i32, count: usize) {
 }
 
 fn group() -> GroupConfig {
-    let mut config = GroupConfig::new(GROUP, [TOPIC])
-        .with_assignors(&["range"])
-        .expect("built-in");
-    config.session_timeout = Duration::from_millis(1500);
-    config.heartbeat_interval = Duration::from_millis(100);
-    config.rebalance_timeout = Duration::from_secs(2);
-    config.retry_backoff = fast_backoff();
-    config
-}
-
-fn fast_backoff() -> Backoff {
-    Backoff {
-        initial: Duration::from_millis(5),
-        max: Duration::from_millis(20),
-        multiplier: 2.0,
-        jitter: 0.0,
-    }
+    crate::mock_group(GROUP, TOPIC, Duration::from_millis(100))
 }
 
 fn consumer() -> ConsumerConfig {
@@ -234,6 +218,30 @@ async fn wait_committed(mock: &MockCluster, expected: BTreeMap<i32, i64>, log: &
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Appends `count` records timestamped two hours ago to partition 0 (offsets from 0); returns
+/// the first one's timestamp.
+fn append_old(mock: &MockCluster, count: i64) -> i64 {
+    let old = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+        - 2 * 3600 * 1000;
+    let mut batch =
+        konsumer::records::BatchBuilder::new(konsumer::compression::Compression::None, None)
+            .base_offset(0);
+    let no_headers: &[(&str, Option<&[u8]>)] = &[];
+    for i in 0..count {
+        batch.append(
+            old + i,
+            None,
+            Some(format!("old-{i}").as_bytes()),
+            no_headers,
+        );
+    }
+    mock.append_raw(TOPIC, 0, batch.build().expect("batch"), count);
+    old
 }
 
 /// Moves `partition` of the test topic to `offset`.
@@ -713,24 +721,7 @@ async fn a_panicking_per_partition_handler_is_replaced_and_gets_its_records_agai
 async fn a_partition_lagging_more_than_its_max_message_age_jumps_to_recent_records() {
     let mock = mock();
     // Ten records from two hours ago, then five from now.
-    let old = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64
-        - 2 * 3600 * 1000;
-    let mut batch =
-        konsumer::records::BatchBuilder::new(konsumer::compression::Compression::None, None)
-            .base_offset(0);
-    let no_headers: &[(&str, Option<&[u8]>)] = &[];
-    for i in 0..10 {
-        batch.append(
-            old + i,
-            None,
-            Some(format!("old-{i}").as_bytes()),
-            no_headers,
-        );
-    }
-    mock.append_raw(TOPIC, 0, batch.build().expect("batch"), 10);
+    append_old(&mock, 10);
     fill(&mock, 0, 5);
     let seen = Arc::new(Seen::default());
     let mut config = consumer();
@@ -1053,19 +1044,7 @@ async fn starting_offset_and_out_of_range_hooks_decide_where_partitions_start_an
 #[actix::test]
 async fn a_max_message_age_hook_can_stop_a_lagging_partition_instead_of_jumping() {
     let mock = mock();
-    let old = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64
-        - 2 * 3600 * 1000;
-    let mut batch =
-        konsumer::records::BatchBuilder::new(konsumer::compression::Compression::None, None)
-            .base_offset(0);
-    let no_headers: &[(&str, Option<&[u8]>)] = &[];
-    for i in 0..5 {
-        batch.append(old + i, None, Some(b"old".as_slice()), no_headers);
-    }
-    mock.append_raw(TOPIC, 0, batch.build().expect("batch"), 5);
+    let old = append_old(&mock, 5);
     fill(&mock, 0, 5);
     let seen = Arc::new(Seen::default());
     let mut config = consumer();

@@ -17,7 +17,7 @@ use konsumer::protocol::{ApiKey, RequestKind};
 use konsumer::records::{
     decode_fetched, AbortedTransaction, DecodeOptions, Isolation, PartitionFetch,
 };
-use konsumer::{Backoff, ClientConfig};
+use konsumer::ClientConfig;
 use konsumer_actors::messages::{Call, ConnectionFor};
 use konsumer_actors::testkit::{CapturedLog, MockCluster};
 use konsumer_actors::{
@@ -26,7 +26,7 @@ use konsumer_actors::{
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::eventually;
+use crate::{eventually, fast_backoff};
 
 const GROUP: &str = "isolation";
 const TOPIC: &str = "payments";
@@ -318,24 +318,8 @@ fn committed(mock: &MockCluster) -> Option<i64> {
         .map(|c| c.0)
 }
 
-fn fast_backoff() -> Backoff {
-    Backoff {
-        initial: Duration::from_millis(5),
-        max: Duration::from_millis(20),
-        multiplier: 2.0,
-        jitter: 0.0,
-    }
-}
-
 fn group() -> GroupConfig {
-    let mut config = GroupConfig::new(GROUP, [TOPIC])
-        .with_assignors(&["range"])
-        .expect("built-in");
-    config.session_timeout = Duration::from_millis(1500);
-    config.heartbeat_interval = Duration::from_millis(100);
-    config.rebalance_timeout = Duration::from_secs(2);
-    config.retry_backoff = fast_backoff();
-    config
+    crate::mock_group(GROUP, TOPIC, Duration::from_millis(100))
 }
 
 /// Commits only on [`CommitNow`] (a long interval), so every Committed event is the test's.

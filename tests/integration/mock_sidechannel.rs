@@ -12,7 +12,7 @@ use konsumer::group::GroupConfig;
 use konsumer::producer::ProducerConfig;
 use konsumer::protocol::{ApiKey, RequestKind};
 use konsumer::sidechannel::Handover;
-use konsumer::{Backoff, ClientConfig, Context as ErrorContext, Error, KafkaCode};
+use konsumer::{ClientConfig, Context as ErrorContext, Error, KafkaCode};
 use konsumer_actors::messages::GroupEvent;
 use konsumer_actors::sidechannel::{LookupHandover, PublishHandover, RebalanceBegins};
 use konsumer_actors::testkit::{CapturedLog, MockCluster};
@@ -21,7 +21,7 @@ use konsumer_actors::{
     Shutdown, Sidechannel,
 };
 
-use crate::eventually;
+use crate::{eventually, fast_backoff};
 
 const GROUP: &str = "handover";
 const TOPIC: &str = "orders";
@@ -42,24 +42,8 @@ fn fill(mock: &MockCluster, count: usize) {
     }
 }
 
-fn fast() -> Backoff {
-    Backoff {
-        initial: Duration::from_millis(5),
-        max: Duration::from_millis(20),
-        multiplier: 2.0,
-        jitter: 0.0,
-    }
-}
-
 fn group() -> GroupConfig {
-    let mut config = GroupConfig::new(GROUP, [TOPIC])
-        .with_assignors(&["range"])
-        .expect("built-in");
-    config.session_timeout = Duration::from_millis(1500);
-    config.heartbeat_interval = Duration::from_millis(50);
-    config.rebalance_timeout = Duration::from_secs(2);
-    config.retry_backoff = fast();
-    config
+    crate::mock_group(GROUP, TOPIC, Duration::from_millis(50))
 }
 
 fn consumer(sidechannel: bool) -> ConsumerConfig {
@@ -68,7 +52,7 @@ fn consumer(sidechannel: bool) -> ConsumerConfig {
         fetch_max_wait: Duration::from_millis(50),
         // No interval commit: only the release commit (made to fail) could move the offsets.
         commit_interval: Duration::from_secs(600),
-        retry_backoff: fast(),
+        retry_backoff: fast_backoff(),
         sidechannel_topic: if sidechannel {
             DEFAULT_SIDECHANNEL_TOPIC.into()
         } else {
