@@ -13,6 +13,7 @@
 //! - `peer_group`: konsumer and librdkafka members in the same groups, each side leading.
 //! - `peer_partitioner`: keyed records placed as librdkafka's murmur2 partitioner places them.
 //! - `peer_producer`: the Producer on tansu, read back by librdkafka's consumer.
+//! - `replay_broker`: konsumer's ConsumerService reading a whole topic from the replay broker.
 //! - `records_fixtures`: the record decoder on those fixtures and on librdkafka batches live.
 
 mod bad_input;
@@ -34,6 +35,7 @@ mod real_faults;
 mod real_group;
 mod real_sidechannel;
 mod records_fixtures;
+mod replay_broker;
 
 use std::future::Future;
 

@@ -2,6 +2,7 @@
 //! - [`mock`]: a mocked cluster of broker actors, for actor tests without a network;
 //! - [`tansu`]: a real Kafka-compatible broker process on a free loopback port;
 //! - [`proxy`]: a TCP proxy that resets, stalls and black-holes connections on command;
+//! - [`replay`]: a Kafka-protocol server replaying pre-encoded batches, for client benchmarks;
 //! - [`CapturedLog`]: a logger whose lines a test can assert on.
 //!
 //! # Testing your handler without a network
@@ -187,9 +188,11 @@ pub mod listener;
 pub mod log;
 pub mod mock;
 pub mod proxy;
+pub mod replay;
 pub mod tansu;
 
 pub use coordinator::MockGroup;
 pub use log::CapturedLog;
 pub use mock::{MockBroker, MockCluster};
 pub use proxy::{Fault, FaultProxy, RandomFaults};
+pub use replay::{ReplayBroker, ReplayTopic};
