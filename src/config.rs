@@ -1,9 +1,11 @@
 //! Client configuration shared by every connection and the cluster view.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::backoff::Backoff;
 use crate::error::Error;
+use crate::sasl::SaslConfig;
 
 /// How konsumer reaches and talks to a cluster. Field names follow the Java client's settings
 /// where one exists (`bootstrap.servers`, `client.id`, `request.timeout.ms`, ...).
@@ -28,6 +30,26 @@ pub struct ClientConfig {
     /// Largest response frame accepted; a larger length prefix is a protocol error, refused
     /// before anything is allocated for it.
     pub max_response_bytes: usize,
+    /// TLS on every connection (`security.protocol` SSL or SASL_SSL); `None`: plaintext.
+    pub tls: Option<TlsConfig>,
+    /// SASL authentication on every connection (SASL_PLAINTEXT or SASL_SSL); `None`: none.
+    pub sasl: Option<SaslConfig>,
+}
+
+/// TLS settings. The broker's certificate is verified against `ca_file` (or the system's roots)
+/// and against the broker's host name as the cluster advertises it, which is also sent as SNI.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct TlsConfig {
+    /// PEM file of the CA certificates to trust (`ssl.ca.location`); `None`: the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate chain presented to brokers that ask for one (mutual TLS); needs
+    /// `client_key_file`.
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `client_cert_file`.
+    pub client_key_file: Option<PathBuf>,
+    /// Accept any certificate from any broker: encryption without authentication, open to a
+    /// man in the middle. For tests only; every connection logs a warning while it is set.
+    pub danger_accept_invalid_certs: bool,
 }
 
 impl Default for ClientConfig {
@@ -41,6 +63,8 @@ impl Default for ClientConfig {
             metadata_refresh_interval: Duration::from_secs(300),
             reconnect_backoff: Backoff::default(),
             max_response_bytes: 256 * 1024 * 1024,
+            tls: None,
+            sasl: None,
         }
     }
 }
@@ -51,6 +75,16 @@ impl ClientConfig {
         ClientConfig {
             bootstrap: bootstrap.into_iter().map(Into::into).collect(),
             ..ClientConfig::default()
+        }
+    }
+
+    /// Kafka's name for the combination of TLS and SASL in use (`security.protocol`).
+    pub fn security_protocol(&self) -> &'static str {
+        match (self.tls.is_some(), self.sasl.is_some()) {
+            (false, false) => "PLAINTEXT",
+            (true, false) => "SSL",
+            (false, true) => "SASL_PLAINTEXT",
+            (true, true) => "SASL_SSL",
         }
     }
 
@@ -98,6 +132,19 @@ impl ClientConfig {
                 format!("{} is outside 1 KiB..2 GiB", self.max_response_bytes),
             );
         }
+        if let Some(tls) = &self.tls {
+            if tls.client_cert_file.is_some() != tls.client_key_file.is_some() {
+                return bad(
+                    "tls.client_cert_file",
+                    "a client certificate needs its key (client_key_file) and a key its \
+                     certificate"
+                        .into(),
+                );
+            }
+        }
+        if let Some(sasl) = &self.sasl {
+            sasl.validate()?;
+        }
         Ok(())
     }
 }
@@ -138,5 +185,37 @@ mod tests {
             ..ClientConfig::default()
         };
         assert_eq!(field_of(c), "max_response_bytes");
+        let c = ClientConfig {
+            tls: Some(TlsConfig {
+                client_cert_file: Some("client.pem".into()),
+                ..TlsConfig::default()
+            }),
+            ..ClientConfig::default()
+        };
+        assert_eq!(field_of(c), "tls.client_cert_file");
+        let c = ClientConfig {
+            sasl: Some(SaslConfig::new(
+                crate::sasl::SaslMechanism::ScramSha512,
+                "",
+                "pw".into(),
+            )),
+            ..ClientConfig::default()
+        };
+        assert_eq!(field_of(c), "sasl.username");
+    }
+
+    #[test]
+    fn security_protocol_names_follow_kafka() {
+        let mut c = ClientConfig::default();
+        assert_eq!(c.security_protocol(), "PLAINTEXT");
+        c.tls = Some(TlsConfig::default());
+        assert_eq!(c.security_protocol(), "SSL");
+        c.sasl = Some(SaslConfig::new(
+            crate::sasl::SaslMechanism::Plain,
+            "u",
+            "very-secret-pw".into(),
+        ));
+        assert_eq!(c.security_protocol(), "SASL_SSL");
+        assert!(!format!("{c:?}").contains("very-secret-pw"));
     }
 }

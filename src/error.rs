@@ -124,6 +124,30 @@ pub enum Error {
     #[error("protocol violation by broker {broker}: {detail}")]
     Protocol { broker: String, detail: String },
 
+    /// SASL authentication was refused or could not be completed: a bad username or password,
+    /// or a server that could not prove it knows the credentials (SCRAM). Never retried in a
+    /// tight loop: the connection backs off. Carries no credentials.
+    #[error("SASL {mechanism} authentication with broker {broker} failed: {detail}")]
+    Authentication {
+        broker: String,
+        mechanism: String,
+        detail: String,
+    },
+
+    /// The broker does not enable the configured SASL mechanism.
+    #[error("broker {broker} does not offer SASL mechanism {wanted}; it offers: {}",
+        if offered.is_empty() { "none".to_string() } else { offered.join(", ") })]
+    SaslMechanismUnsupported {
+        broker: String,
+        wanted: String,
+        offered: Vec<String>,
+    },
+
+    /// The TLS handshake failed, or one side speaks TLS and the other does not; `reason` says
+    /// which (unknown CA, name mismatch, expired certificate, plaintext listener, ...).
+    #[error("TLS with broker {broker} failed: {reason}")]
+    Tls { broker: String, reason: String },
+
     /// A response length prefix larger than the configured limit (or negative): refused before
     /// allocating anything for it.
     #[error("broker {broker} announced a response of {size} bytes; the limit is {max} bytes")]
@@ -248,6 +272,9 @@ impl Error {
             | Error::NoLeader { .. }
             | Error::UnknownBroker { .. } => true,
             Error::Protocol { .. }
+            | Error::Authentication { .. }
+            | Error::SaslMechanismUnsupported { .. }
+            | Error::Tls { .. }
             | Error::FrameTooLarge { .. }
             | Error::UnsupportedVersion { .. }
             | Error::Encode { .. }

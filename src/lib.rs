@@ -16,10 +16,11 @@ pub mod partitioner;
 pub mod producer;
 pub mod protocol;
 pub mod records;
+pub mod sasl;
 pub mod sidechannel;
 
 pub use backoff::Backoff;
-pub use config::ClientConfig;
+pub use config::{ClientConfig, TlsConfig};
 pub use error::{Context, Error, KafkaCode};
 
 /// The `kafka-protocol` crate, re-exported so users and the shell name one version of it.

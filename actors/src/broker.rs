@@ -51,15 +51,16 @@ use konsumer::protocol::{
     decode_response, encode_request, peek_correlation_id, ApiKey, ApiVersionTable,
     ApiVersionsProbe, FrameDecoder, FrameError, RequestKind, ResponseKind,
 };
+use konsumer::sasl::{SaslConfig, SaslExchange, SaslStep};
 use konsumer::{ClientConfig, Error};
 use slog::{debug, info, o, warn, Logger};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{Decoder, FramedRead};
 
 use crate::messages::{Call, Close, Reply};
+use crate::tls::{BrokerStream, BrokerWriter, TlsConnector};
 
 /// How often waiting requests are checked against their deadlines.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(50);
@@ -83,6 +84,11 @@ pub struct BrokerConnection {
     /// Connect attempts failed in a row; drives the backoff.
     connect_failures: u32,
     last_error: Option<String>,
+    /// The last connect attempt failed in a way retrying cannot mend: requests fail at once
+    /// with this error instead of waiting for a connection, until a connect succeeds.
+    fatal: Option<Error>,
+    /// TLS setup, built on the first connect (`None`: plaintext, or not built yet).
+    tls: Option<TlsConnector>,
     closed: bool,
     /// Bumped for every connect attempt; results of an older attempt are ignored.
     generation: u64,
@@ -154,6 +160,8 @@ impl BrokerConnection {
             restarts: 0,
             connect_failures: 0,
             last_error: None,
+            fatal: None,
+            tls: None,
             closed: false,
             generation: 0,
             link: None,
@@ -179,37 +187,72 @@ impl BrokerConnection {
     fn connect(&mut self, ctx: &mut Context<Self>) {
         self.generation += 1;
         let generation = self.generation;
-        let opening = open(self.address.clone(), self.config.clone());
+        let tls = match self.tls_connector() {
+            Ok(tls) => tls,
+            Err(error) => return self.connect_failed(error, ctx),
+        };
+        let opening = open(self.address.clone(), self.config.clone(), tls);
         ctx.spawn(opening.into_actor(self).map(move |result, act, ctx| {
             if generation != act.generation || act.closed {
                 return;
             }
             match result {
                 Ok((stream, versions)) => act.on_connected(stream, versions, ctx),
-                Err(error) => {
-                    act.connect_failures += 1;
-                    warn!(act.log, "cannot connect to broker";
-                        "error" => %error, "failures_in_a_row" => act.connect_failures);
-                    if !error.is_retriable() {
-                        // Retrying will not mend this: tell the waiting callers now.
-                        for waiting in act.queued.drain(..) {
-                            let _ = waiting.reply.send(Err(error.clone()));
-                        }
-                    }
-                    act.last_error = Some(error.to_string());
-                    ctx.stop(); // the supervisor restarts us; `started` backs off
-                }
+                Err(error) => act.connect_failed(error, ctx),
             }
         }));
     }
 
+    /// The TLS setup, built on the first connect (it reads the certificate files) and kept
+    /// across restarts; `None` for plaintext.
+    fn tls_connector(&mut self) -> Result<Option<TlsConnector>, Error> {
+        let Some(config) = &self.config.tls else {
+            return Ok(None);
+        };
+        let tls = match &self.tls {
+            Some(tls) => tls.clone(),
+            None => {
+                let tls = TlsConnector::new(config)?;
+                self.tls = Some(tls.clone());
+                tls
+            }
+        };
+        if tls.insecure {
+            warn!(
+                self.log,
+                "TLS CERTIFICATE VERIFICATION IS OFF (danger_accept_invalid_certs): \
+                this connection accepts any certificate and can be intercepted"
+            );
+        }
+        Ok(Some(tls))
+    }
+
+    fn connect_failed(&mut self, error: Error, ctx: &mut Context<Self>) {
+        self.connect_failures += 1;
+        warn!(self.log, "cannot connect to broker";
+            "error" => %error, "failures_in_a_row" => self.connect_failures);
+        if error.is_retriable() {
+            self.fatal = None;
+        } else {
+            // Retrying will not mend this (bad credentials, TLS refused, a protocol
+            // violation): tell the waiting callers now, and later ones at once until a
+            // connect succeeds. The connection still retries, with backoff.
+            for waiting in self.queued.drain(..) {
+                let _ = waiting.reply.send(Err(error.clone()));
+            }
+            self.fatal = Some(error.clone());
+        }
+        self.last_error = Some(error.to_string());
+        ctx.stop(); // the supervisor restarts us; `started` backs off
+    }
+
     fn on_connected(
         &mut self,
-        stream: TcpStream,
+        stream: BrokerStream,
         versions: ApiVersionTable,
         ctx: &mut Context<Self>,
     ) {
-        let (read, write) = stream.into_split();
+        let (read, write) = stream.split();
         let (writer, frames) = mpsc::unbounded_channel();
         let generation = self.generation;
         actix::spawn(write_frames(
@@ -233,6 +276,7 @@ impl BrokerConnection {
         }
         self.connect_failures = 0;
         self.last_error = None;
+        self.fatal = None;
         self.last_activity = Instant::now();
         for waiting in std::mem::take(&mut self.queued) {
             self.dispatch(waiting, ctx);
@@ -580,6 +624,8 @@ impl Handler<Call> for BrokerConnection {
                 "connection to {}",
                 self.address
             ))));
+        } else if let (None, Some(error)) = (&self.link, &self.fatal) {
+            let _ = waiting.reply.send(Err(error.clone()));
         } else {
             self.dispatch(waiting, ctx);
         }
@@ -726,7 +772,7 @@ impl Decoder for FrameCodec {
 /// they queue up (one syscall instead of many under load). Requests without an answer are
 /// reported done once their bytes are written, or failed with the write error.
 async fn write_frames(
-    mut socket: OwnedWriteHalf,
+    mut socket: BrokerWriter,
     mut frames: mpsc::UnboundedReceiver<Outgoing>,
     generation: u64,
     connection: WeakAddr<BrokerConnection>,
@@ -782,13 +828,14 @@ async fn write_frames(
 async fn open(
     address: String,
     config: Arc<ClientConfig>,
-) -> Result<(TcpStream, ApiVersionTable), Error> {
+    tls: Option<TlsConnector>,
+) -> Result<(BrokerStream, ApiVersionTable), Error> {
     let connect_error = |reason: String| Error::Connect {
         broker: address.clone(),
         reason,
     };
     let deadline = tokio::time::Instant::now() + config.connect_timeout;
-    let mut stream = match tokio::time::timeout_at(deadline, TcpStream::connect(&address)).await {
+    let tcp = match tokio::time::timeout_at(deadline, TcpStream::connect(&address)).await {
         Err(_) => {
             let waited = config.connect_timeout;
             return Err(connect_error(format!(
@@ -799,67 +846,157 @@ async fn open(
         Ok(Ok(stream)) => stream,
     };
     // Requests are small and latency matters more than packet count.
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
     let handshake = async {
-        let mut probe = ApiVersionsProbe::default();
-        let mut decoder = FrameDecoder::new(config.max_response_bytes);
-        let mut buffer = BytesMut::with_capacity(4096);
-        // The probe asks at most twice (newest version, then the broker's).
-        for correlation_id in 0..3 {
-            let request = probe.request(correlation_id, &config.client_id)?;
-            let io = |e: std::io::Error| io_error(&address, &e);
-            stream.write_all(&request).await.map_err(io)?;
-            let frame = loop {
-                match decoder.decode(&mut buffer) {
-                    Ok(Some(frame)) => break frame,
-                    Ok(None) => {}
-                    Err(FrameError::TooLarge { size, max }) => {
-                        let broker = address.clone();
-                        return Err(Error::FrameTooLarge { broker, size, max });
-                    }
-                    Err(error) => {
-                        let broker = address.clone();
-                        let detail = format!("answering ApiVersions: {error}");
-                        return Err(Error::Protocol { broker, detail });
-                    }
-                }
-                if stream.read_buf(&mut buffer).await.map_err(io)? == 0 {
-                    return Err(Error::ConnectionClosed {
-                        broker: address.clone(),
-                        detail: format!(
-                            "during the ApiVersions exchange ({} bytes of a response received)",
-                            buffer.len()
-                        ),
-                    });
-                }
+        let mut stream = match &tls {
+            Some(tls) => BrokerStream::Tls(Box::new(tls.handshake(&address, tcp).await?)),
+            None => BrokerStream::Plain(tcp),
+        };
+        let mut exchange = Handshake {
+            stream: &mut stream,
+            decoder: FrameDecoder::new(config.max_response_bytes),
+            buffer: BytesMut::with_capacity(4096),
+            address: &address,
+            plaintext: tls.is_none(),
+            next_correlation_id: 0,
+        };
+        let table = exchange.negotiate_versions(&config.client_id).await?;
+        if let Some(sasl) = &config.sasl {
+            exchange
+                .authenticate(sasl, &table, &config.client_id)
+                .await?;
+        }
+        Ok((stream, table))
+    };
+    match tokio::time::timeout_at(deadline, handshake).await {
+        Err(_) => {
+            let waited = config.connect_timeout;
+            let steps = match (tls.is_some(), config.sasl.is_some()) {
+                (false, false) => "ApiVersions answer",
+                (true, false) => "TLS handshake and ApiVersions answer",
+                (false, true) => "ApiVersions answer and SASL authentication",
+                (true, true) => "TLS handshake, ApiVersions answer and SASL authentication",
             };
-            if peek_correlation_id(&frame) != Some(correlation_id) {
-                return Err(Error::Protocol {
-                    broker: address.clone(),
+            Err(connect_error(format!("no {steps} within {waited:?}")))
+        }
+        Ok(result) => result,
+    }
+}
+
+/// The requests a new connection makes before it is handed to the actor: ApiVersions, then
+/// SASL authentication if configured. One request at a time, each answered before the next.
+struct Handshake<'a> {
+    stream: &'a mut BrokerStream,
+    decoder: FrameDecoder,
+    buffer: BytesMut,
+    address: &'a str,
+    /// No TLS configured: an answer in TLS means the listener wants TLS.
+    plaintext: bool,
+    next_correlation_id: i32,
+}
+
+impl Handshake<'_> {
+    /// Writes one request frame and reads its answer frame.
+    async fn round_trip(&mut self, request: &[u8], what: &str) -> Result<Bytes, Error> {
+        let address = self.address;
+        let io = |e: std::io::Error| io_error(address, &e);
+        self.stream.write_all(request).await.map_err(io)?;
+        loop {
+            if self.plaintext && crate::tls::looks_like_tls(&self.buffer) {
+                return Err(Error::Tls {
+                    broker: address.to_owned(),
+                    reason: "the broker answered in TLS: its listener expects TLS, and this \
+                             client is configured for plaintext"
+                        .into(),
+                });
+            }
+            match self.decoder.decode(&mut self.buffer) {
+                Ok(Some(frame)) => return Ok(frame),
+                Ok(None) => {}
+                Err(FrameError::TooLarge { size, max }) => {
+                    let broker = address.to_owned();
+                    return Err(Error::FrameTooLarge { broker, size, max });
+                }
+                Err(error) => {
+                    let broker = address.to_owned();
+                    let detail = format!("answering {what}: {error}");
+                    return Err(Error::Protocol { broker, detail });
+                }
+            }
+            if self.stream.read_buf(&mut self.buffer).await.map_err(io)? == 0 {
+                return Err(Error::ConnectionClosed {
+                    broker: address.to_owned(),
                     detail: format!(
-                        "ApiVersions answer carries correlation id {:?}, expected {correlation_id}",
-                        peek_correlation_id(&frame)
+                        "during the {what} exchange ({} bytes of a response received)",
+                        self.buffer.len()
                     ),
                 });
             }
-            match probe.on_response(frame, &address)? {
+        }
+    }
+
+    fn correlation_id(&mut self) -> i32 {
+        let id = self.next_correlation_id;
+        self.next_correlation_id += 1;
+        id
+    }
+
+    fn check_correlation(&self, frame: &Bytes, expected: i32, what: &str) -> Result<(), Error> {
+        if peek_correlation_id(frame) == Some(expected) {
+            return Ok(());
+        }
+        Err(Error::Protocol {
+            broker: self.address.to_owned(),
+            detail: format!(
+                "{what} answer carries correlation id {:?}, expected {expected}",
+                peek_correlation_id(frame)
+            ),
+        })
+    }
+
+    async fn negotiate_versions(&mut self, client_id: &str) -> Result<ApiVersionTable, Error> {
+        let mut probe = ApiVersionsProbe::default();
+        // The probe asks at most twice (newest version, then the broker's).
+        for _ in 0..3 {
+            let correlation_id = self.correlation_id();
+            let request = probe.request(correlation_id, client_id)?;
+            let frame = self.round_trip(&request, "ApiVersions").await?;
+            self.check_correlation(&frame, correlation_id, "ApiVersions")?;
+            match probe.on_response(frame, self.address)? {
                 ProbeStep::Retry => continue,
                 ProbeStep::Done(table) => return Ok(table),
             }
         }
         Err(Error::Protocol {
-            broker: address.clone(),
+            broker: self.address.to_owned(),
             detail: "ApiVersions negotiation did not settle".into(),
         })
-    };
-    let table = match tokio::time::timeout_at(deadline, handshake).await {
-        Err(_) => {
-            let waited = config.connect_timeout;
-            return Err(connect_error(format!(
-                "no ApiVersions answer within {waited:?}"
-            )));
+    }
+
+    /// SaslHandshake and SaslAuthenticate rounds until the broker accepts or refuses.
+    async fn authenticate(
+        &mut self,
+        sasl: &SaslConfig,
+        table: &ApiVersionTable,
+        client_id: &str,
+    ) -> Result<(), Error> {
+        let nonce: [u8; 24] = crate::tls::random_bytes()?;
+        let mut exchange = SaslExchange::new(sasl, self.address, &nonce);
+        let mut step = exchange.start();
+        loop {
+            match step {
+                SaslStep::Done { .. } => return Ok(()),
+                SaslStep::Send(api, request) => {
+                    let version = table.select(api, None, self.address)?;
+                    let correlation_id = self.correlation_id();
+                    let frame = encode_request(api, version, correlation_id, client_id, &request)?;
+                    let what = format!("{api:?}");
+                    let answer = self.round_trip(&frame, &what).await?;
+                    self.check_correlation(&answer, correlation_id, &what)?;
+                    let response = decode_response(api, version, answer, self.address)?;
+                    step = exchange.on_response(response)?;
+                }
+            }
         }
-        Ok(result) => result?,
-    };
-    Ok((stream, table))
+    }
 }

@@ -416,6 +416,7 @@ impl Handler<Bootstrap> for Cluster {
         let trying = async move {
             let started = Instant::now();
             let mut last = String::from("no address tried");
+            let mut refused = None;
             for (i, address) in addresses.iter().enumerate() {
                 let left = budget.saturating_sub(started.elapsed());
                 if left.is_zero() {
@@ -429,10 +430,23 @@ impl Handler<Bootstrap> for Cluster {
                         warn!(log, "bootstrap broker did not answer";
                             "broker" => address, "error" => %error);
                         last = error.to_string();
+                        if matches!(
+                            error,
+                            Error::Authentication { .. }
+                                | Error::SaslMechanismUnsupported { .. }
+                                | Error::Tls { .. }
+                        ) {
+                            refused = Some(error);
+                        }
                         // Nobody else holds it: the connection stops by itself.
                         drop(connection);
                     }
                 }
+            }
+            // A broker that refused our credentials or TLS answered: say that, typed, rather
+            // than "no broker answered".
+            if let Some(error) = refused {
+                return Err(error);
             }
             Err(Error::Bootstrap {
                 tried: addresses,

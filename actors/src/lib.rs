@@ -35,6 +35,7 @@ pub mod settings;
 pub mod sidechannel;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod tls;
 
 pub use konsumer as core;
 pub use konsumer::{ClientConfig, Context, Error, KafkaCode};

@@ -3,6 +3,7 @@
 //! - `mock_producer`: the Producer actor against mocked broker actors.
 //! - `mock_group`: the Coordinator and Heartbeat actors against mocked broker actors.
 //! - `mock_sidechannel`: offsets handed over through the sidechannel during a rebalance.
+//! - `mock_sasl`: SASL PLAIN and SCRAM against the TCP mock's SASL listener.
 //! - `mock_isolation`: read_committed and read_uncommitted over transactions on mocked brokers.
 //! - `bad_input`: misbehaving TCP servers and unreachable brokers.
 //! - `real_broker`: a real broker (tansu) started by the test itself.
@@ -23,6 +24,7 @@ mod mock_fetch;
 mod mock_group;
 mod mock_isolation;
 mod mock_producer;
+mod mock_sasl;
 mod mock_sidechannel;
 mod peer_consume;
 mod peer_group;

@@ -89,8 +89,20 @@ impl ConsumerMember {
         consumer: ConsumerConfig,
         ledger: Arc<Ledger>,
     ) -> ConsumerMember {
+        let client = ClientConfig::new([bootstrap]);
+        Self::start_client(name, client, group, consumer, ledger).await
+    }
+
+    /// As [`start`](Self::start), with a whole client configuration (TLS, SASL).
+    pub async fn start_client(
+        name: &str,
+        client: ClientConfig,
+        group: GroupConfig,
+        consumer: ConsumerConfig,
+        ledger: Arc<Ledger>,
+    ) -> ConsumerMember {
         let member = name.to_owned();
-        Self::start_with(bootstrap, group, consumer, move || {
+        Self::start_with_client(client, group, consumer, move || {
             HandlerRef::batches(
                 &Recorder {
                     name: member,
@@ -109,12 +121,23 @@ impl ConsumerMember {
         consumer: ConsumerConfig,
         make_handler: impl FnOnce() -> HandlerRef + Send + 'static,
     ) -> ConsumerMember {
+        let client = ClientConfig::new([bootstrap]);
+        Self::start_with_client(client, group, consumer, make_handler).await
+    }
+
+    /// As [`start_with`](Self::start_with), with a whole client configuration (TLS, SASL).
+    pub async fn start_with_client(
+        client: ClientConfig,
+        group: GroupConfig,
+        consumer: ConsumerConfig,
+        make_handler: impl FnOnce() -> HandlerRef + Send + 'static,
+    ) -> ConsumerMember {
         let arbiter = Arbiter::new();
         let (log, captured) = CapturedLog::new();
         let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
         let (started_tx, started) = tokio::sync::oneshot::channel();
         arbiter.spawn(async move {
-            let service = ConsumerService::builder(ClientConfig::new([bootstrap]), group)
+            let service = ConsumerService::builder(client, group)
                 .consumer_config(consumer)
                 .handler(make_handler())
                 .events(ConsumerEvents::Channel(events_tx))
@@ -188,14 +211,19 @@ pub fn consumer_config() -> ConsumerConfig {
 /// Produces `count` records `0..count` (value = the number) to `topic`, keyed so they spread
 /// over the partitions; returns each partition's end offset (the high-water mark).
 pub async fn produce_numbers(bootstrap: &str, topic: &str, count: u64) -> BTreeMap<i32, i64> {
+    produce_numbers_with(ClientConfig::new([bootstrap.to_owned()]), topic, count).await
+}
+
+/// As [`produce_numbers`], with a whole client configuration (TLS, SASL).
+pub async fn produce_numbers_with(
+    client: ClientConfig,
+    topic: &str,
+    count: u64,
+) -> BTreeMap<i32, i64> {
     let (log, _captured) = CapturedLog::new();
-    let producer = Producer::connect(
-        ClientConfig::new([bootstrap.to_owned()]),
-        ProducerConfig::default(),
-        log,
-    )
-    .await
-    .expect("producer connects");
+    let producer = Producer::connect(client, ProducerConfig::default(), log)
+        .await
+        .expect("producer connects");
     let (reports, mut delivered) = tokio::sync::mpsc::unbounded_channel();
     for i in 0..count {
         let record = ProducerRecord::new(topic)
@@ -234,10 +262,19 @@ pub async fn committed(
     topic: &str,
     partitions: i32,
 ) -> BTreeMap<i32, i64> {
+    let client = ClientConfig::new([bootstrap.to_owned()]);
+    committed_with(client, group, topic, partitions).await
+}
+
+/// As [`committed`], with a whole client configuration (TLS, SASL).
+pub async fn committed_with(
+    client: ClientConfig,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> BTreeMap<i32, i64> {
     let (log, _captured) = CapturedLog::new();
-    let cluster = Cluster::connect(ClientConfig::new([bootstrap.to_owned()]), log)
-        .await
-        .expect("bootstrap");
+    let cluster = Cluster::connect(client, log).await.expect("bootstrap");
     let request = OffsetFetchRequest::default()
         .with_group_id(GroupId(StrBytes::from_string(group.to_owned())))
         .with_topics(Some(vec![OffsetFetchRequestTopic::default()

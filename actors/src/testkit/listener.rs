@@ -13,13 +13,14 @@
 //! (see [`consumer_versions`]); a request the mock cannot answer closes its connection.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use konsumer::kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
+use konsumer::kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 use konsumer::kafka_protocol::protocol::Decodable;
 use konsumer::protocol::ApiVersionTable;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::mock::MockCluster;
+use super::sasl::{Gate, MockSasl, SaslSession};
 use crate::messages::Call;
 
 /// The APIs and versions the TCP mock serves to a consumer-group client such as librdkafka:
@@ -42,6 +43,8 @@ pub fn consumer_versions() -> ApiVersionTable {
         (ApiKey::Fetch, 12),
         (ApiKey::Produce, 9),
         (ApiKey::CreateTopics, 7),
+        (ApiKey::SaslHandshake, 1),
+        (ApiKey::SaslAuthenticate, 2),
     ];
     ApiVersionTable::from_ranges(served.iter().map(|(api, max)| {
         let min = api.valid_versions().min;
@@ -53,6 +56,20 @@ impl MockCluster {
     /// Adds broker `node_id` listening on a free port of 127.0.0.1 and serves it until the
     /// runtime stops. Returns its `host:port`. Must run inside an actix system.
     pub async fn serve_tcp(&self, node_id: i32) -> std::io::Result<String> {
+        self.listen(node_id, None).await
+    }
+
+    /// As [`serve_tcp`](Self::serve_tcp), with a SASL listener: every connection must
+    /// authenticate as one of `sasl`'s users before anything but ApiVersions is served.
+    pub async fn serve_tcp_with_sasl(
+        &self,
+        node_id: i32,
+        sasl: MockSasl,
+    ) -> std::io::Result<String> {
+        self.listen(node_id, Some(sasl)).await
+    }
+
+    async fn listen(&self, node_id: i32, sasl: Option<MockSasl>) -> std::io::Result<String> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         self.add_broker(node_id, "127.0.0.1", i32::from(port));
@@ -60,8 +77,9 @@ impl MockCluster {
         actix::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let cluster = cluster.clone();
+                let session = sasl.clone().map(SaslSession::new);
                 actix::spawn(async move {
-                    let _ = serve(cluster, node_id, stream).await;
+                    let _ = serve(cluster, node_id, stream, session).await;
                 });
             }
         });
@@ -70,7 +88,12 @@ impl MockCluster {
 }
 
 /// Serves one connection until the client closes it or sends what the mock cannot answer.
-async fn serve(cluster: MockCluster, node_id: i32, mut stream: TcpStream) -> Result<(), String> {
+async fn serve(
+    cluster: MockCluster,
+    node_id: i32,
+    mut stream: TcpStream,
+    mut sasl: Option<SaslSession>,
+) -> Result<(), String> {
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     loop {
         let mut size = [0u8; 4];
@@ -86,12 +109,25 @@ async fn serve(cluster: MockCluster, node_id: i32, mut stream: TcpStream) -> Res
             .read_exact(&mut frame)
             .await
             .map_err(|e| e.to_string())?;
-        let answer = answer(&cluster, node_id, Bytes::from(frame)).await?;
-        stream.write_all(&answer).await.map_err(|e| e.to_string())?;
+        let (api, version, correlation_id, request) = decode(Bytes::from(frame))?;
+        let (response, close) = match sasl.as_mut().map(|s| s.gate(api, &request)) {
+            None | Some(Gate::Pass) => (
+                answer(&cluster, node_id, api, version, request).await?,
+                false,
+            ),
+            Some(Gate::Answer { response, close }) => (*response, close),
+            Some(Gate::Refuse(why)) => return Err(why),
+        };
+        let frame = encode(api, version, correlation_id, &response)?;
+        stream.write_all(&frame).await.map_err(|e| e.to_string())?;
+        if close {
+            return Ok(());
+        }
     }
 }
 
-async fn answer(cluster: &MockCluster, node_id: i32, mut frame: Bytes) -> Result<Bytes, String> {
+/// A request frame's API, version, correlation id and body.
+fn decode(mut frame: Bytes) -> Result<(ApiKey, i16, i32, RequestKind), String> {
     if frame.len() < 4 {
         return Err("request too short for a header".into());
     }
@@ -101,6 +137,16 @@ async fn answer(cluster: &MockCluster, node_id: i32, mut frame: Bytes) -> Result
         .map_err(|e| format!("{api:?} v{version} header: {e:#}"))?;
     let request = RequestKind::decode(api, &mut frame, version)
         .map_err(|e| format!("{api:?} v{version} request: {e:#}"))?;
+    Ok((api, version, header.correlation_id, request))
+}
+
+async fn answer(
+    cluster: &MockCluster,
+    node_id: i32,
+    api: ApiKey,
+    version: i16,
+    request: RequestKind,
+) -> Result<ResponseKind, String> {
     // An empty Fetch is held there as a broker's long poll (up to its max wait, at most
     // 500 ms), as for in-process calls.
     let call = Call::from_kind(api, request).with_max_version(version);
@@ -114,14 +160,22 @@ async fn answer(cluster: &MockCluster, node_id: i32, mut frame: Bytes) -> Result
             reply.version
         ));
     }
+    Ok(reply.response)
+}
+
+fn encode(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: &ResponseKind,
+) -> Result<Bytes, String> {
     let mut out = BytesMut::new();
     out.put_i32(0); // size, set below
-    out.put_i32(header.correlation_id);
+    out.put_i32(correlation_id);
     if api != ApiKey::ApiVersions && api.response_header_version(version) >= 1 {
         out.put_u8(0); // no tagged fields
     }
-    reply
-        .response
+    response
         .encode(&mut out, version)
         .map_err(|e| format!("{api:?} v{version} response: {e:#}"))?;
     let size = (out.len() - 4) as i32;

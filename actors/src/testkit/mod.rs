@@ -189,6 +189,7 @@ pub mod log;
 pub mod mock;
 pub mod proxy;
 pub mod replay;
+pub mod sasl;
 pub mod tansu;
 
 pub use coordinator::MockGroup;
@@ -196,3 +197,4 @@ pub use log::CapturedLog;
 pub use mock::{MockBroker, MockCluster};
 pub use proxy::{Fault, FaultProxy, RandomFaults};
 pub use replay::{ReplayBroker, ReplayTopic};
+pub use sasl::{MockSasl, SaslAttempt};
