@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # THE test command: installs the tansu broker the integration tests use (once, into
-# ~/.cache/konsumer), then formatting check, clippy with warnings denied, and every test.
+# ~/.cache/konsumer) and stunnel (Debian's stunnel4, for the TLS tests) if missing, then
+# formatting check, clippy with warnings denied, and every test.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -20,6 +21,7 @@ total_start=$(date +%s)
 
 source scripts/lib.sh
 step "install tansu" use_tansu
+step "install stunnel" use_stunnel
 
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets --all-features -- -D warnings

@@ -352,6 +352,12 @@ impl ScramClient {
             .map_err(|_| "the server's SCRAM message is not UTF-8".to_string())?;
         let attrs = attributes(text);
         if let Some(error) = attribute(&attrs, 'e') {
+            // RFC 5802's server-error values for credentials that do not match.
+            if matches!(error, "invalid-proof" | "unknown-user") {
+                return Err(format!(
+                    "authentication failed (bad username or password): the server says {error}"
+                ));
+            }
             return Err(format!("the server refused the exchange: {error}"));
         }
         match std::mem::replace(&mut self.state, ScramState::Done) {
@@ -770,7 +776,8 @@ mod tests {
             ("r=zzz,s=c2FsdA==,i=4096", "nonce"),
             ("r=abc,s=c2FsdA==,i=4096", "nonce"),
             ("r=abcXYZ,s=***,i=4096", "salt"),
-            ("e=unknown-user", "refused"),
+            ("e=unknown-user", "bad username or password"),
+            ("e=other-error", "refused"),
         ] {
             let mut client = ScramClient::new(ScramHash::Sha512, "u", "p".into(), b"");
             client.nonce = "abc".into();

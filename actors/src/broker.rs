@@ -849,7 +849,14 @@ async fn open(
     let _ = tcp.set_nodelay(true);
     let handshake = async {
         let mut stream = match &tls {
-            Some(tls) => BrokerStream::Tls(Box::new(tls.handshake(&address, tcp).await?)),
+            Some(tls) => {
+                // Half the connect budget, so a plaintext probe still fits in it.
+                let wait = config.connect_timeout / 2;
+                let stream = tls
+                    .handshake(&address, tcp, &config.client_id, wait)
+                    .await?;
+                BrokerStream::Tls(Box::new(stream))
+            }
             None => BrokerStream::Plain(tcp),
         };
         let mut exchange = Handshake {
@@ -899,8 +906,26 @@ impl Handshake<'_> {
     /// Writes one request frame and reads its answer frame.
     async fn round_trip(&mut self, request: &[u8], what: &str) -> Result<Bytes, Error> {
         let address = self.address;
-        let io = |e: std::io::Error| io_error(address, &e);
-        self.stream.write_all(request).await.map_err(io)?;
+        let io = |e: std::io::Error| {
+            crate::tls::alert_error(address, &e).unwrap_or_else(|| io_error(address, &e))
+        };
+        // A plaintext connection cut before its first answer may have reached a TLS listener
+        // (which resets or closes on bytes that are not TLS): ask it, to say so for certain.
+        let probe = self.next_correlation_id == 1 && self.plaintext;
+        let wants_tls = |error: Error| async move {
+            if probe && crate::tls::speaks_tls(address).await {
+                return Error::Tls {
+                    broker: address.to_owned(),
+                    reason: "the broker's listener speaks TLS (it completes a TLS handshake), \
+                             and this client is configured for plaintext"
+                        .into(),
+                };
+            }
+            error
+        };
+        if let Err(e) = self.stream.write_all(request).await {
+            return Err(wants_tls(io(e)).await);
+        }
         loop {
             if self.plaintext && crate::tls::looks_like_tls(&self.buffer) {
                 return Err(Error::Tls {
@@ -923,15 +948,21 @@ impl Handshake<'_> {
                     return Err(Error::Protocol { broker, detail });
                 }
             }
-            if self.stream.read_buf(&mut self.buffer).await.map_err(io)? == 0 {
-                return Err(Error::ConnectionClosed {
+            let closed = match self.stream.read_buf(&mut self.buffer).await {
+                Ok(0) => Error::ConnectionClosed {
                     broker: address.to_owned(),
                     detail: format!(
                         "during the {what} exchange ({} bytes of a response received)",
                         self.buffer.len()
                     ),
-                });
+                },
+                Ok(_) => continue,
+                Err(e) => io(e),
+            };
+            if self.buffer.is_empty() {
+                return Err(wants_tls(closed).await);
             }
+            return Err(closed);
         }
     }
 

@@ -56,5 +56,5 @@ pub use service::{
     CommitNow, ConsumerEvent, ConsumerEvents, ConsumerService, GetCoordinator, GetPartitions,
     MarkPartitionMetadata, PausePartition, SeekPartition, ServiceBuilder, Shutdown,
 };
-pub use settings::{PolicySettings, ServiceSettings};
+pub use settings::{Password, PolicySettings, SaslSettings, ServiceSettings, TlsSettings};
 pub use sidechannel::Sidechannel;

@@ -7,12 +7,14 @@
 //! is never silently ignored.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use konsumer::consumer::{AfterRetries, ConsumerConfig, FailurePolicy, OffsetReset};
 use konsumer::group::{GroupConfig, TopicSubscription};
 use konsumer::records::Isolation;
-use konsumer::{ClientConfig, Error};
+use konsumer::sasl::{SaslConfig, Secret};
+use konsumer::{ClientConfig, Error, TlsConfig};
 use serde::{Deserialize, Serialize};
 
 /// See the module doc.
@@ -60,6 +62,65 @@ pub struct ServiceSettings {
     /// The sidechannel topic (default `konsumer-sidechannel-offsets`; empty disables it).
     pub sidechannel_topic: Option<String>,
     pub sidechannel_wait_ms: Option<u64>,
+    /// TLS to every broker (`security.protocol` SSL / SASL_SSL).
+    pub tls: Option<TlsSettings>,
+    /// SASL authentication with every broker (SASL_PLAINTEXT / SASL_SSL).
+    pub sasl: Option<SaslSettings>,
+}
+
+/// TLS settings as data (see [`TlsConfig`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM file of the CA certificates to trust; absent: the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain and key, for brokers that demand mutual TLS.
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    /// Accept any broker certificate. Named to be noticed; logged at every connect.
+    #[serde(default)]
+    pub danger_accept_invalid_certs: bool,
+}
+
+/// SASL settings as data. The password comes from `password`, or from the environment
+/// variable `password_env` names (so the config file need not hold it); never both.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaslSettings {
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    pub mechanism: String,
+    pub username: String,
+    pub password: Option<Password>,
+    pub password_env: Option<String>,
+}
+
+/// A password in settings: `Debug` never shows it.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Password(pub String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl SaslSettings {
+    fn to_config(&self) -> Result<SaslConfig, Error> {
+        let mechanism = self.mechanism.parse()?;
+        let password = match (&self.password, &self.password_env) {
+            (Some(password), None) => Secret::new(password.0.clone()),
+            (None, Some(variable)) => Secret::from_env(variable)?,
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "sasl.password",
+                    "set `password` or `password_env`, not both",
+                ))
+            }
+            (None, None) => return Err(bad("sasl.password", "set `password` or `password_env`")),
+        };
+        Ok(SaslConfig::new(mechanism, self.username.clone(), password))
+    }
 }
 
 /// A handler failure policy as data.
@@ -131,6 +192,17 @@ impl ServiceSettings {
         if let Some(id) = &self.client_id {
             client.client_id = id.clone();
         }
+        client.tls = self.tls.as_ref().map(|tls| TlsConfig {
+            ca_file: tls.ca_file.clone(),
+            client_cert_file: tls.client_cert_file.clone(),
+            client_key_file: tls.client_key_file.clone(),
+            danger_accept_invalid_certs: tls.danger_accept_invalid_certs,
+        });
+        client.sasl = self
+            .sasl
+            .as_ref()
+            .map(SaslSettings::to_config)
+            .transpose()?;
         client.validate()?;
 
         if self.group_id.is_empty() {
@@ -245,6 +317,61 @@ mod tests {
         match result {
             Err(Error::Config { field, .. }) => field.to_owned(),
             other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn security_settings_reach_the_client_config_and_hide_the_password() {
+        let settings = parse(
+            r#"{
+                "brokers": ["a:1"], "group_id": "g", "topics": ["t"],
+                "tls": {"ca_file": "/etc/kafka/ca.pem"},
+                "sasl": {"mechanism": "scram-sha-512", "username": "svc",
+                         "password": "settings-secret-913"}
+            }"#,
+        );
+        assert!(!format!("{settings:?}").contains("settings-secret-913"));
+        let (client, _, _) = settings.into_configs().expect("valid");
+        let tls = client.tls.as_ref().expect("tls");
+        assert_eq!(
+            tls.ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/kafka/ca.pem"))
+        );
+        let sasl = client.sasl.as_ref().expect("sasl");
+        assert_eq!(sasl.mechanism.name(), "SCRAM-SHA-512");
+        assert_eq!(sasl.password.expose(), "settings-secret-913");
+        assert_eq!(client.security_protocol(), "SASL_SSL");
+        assert!(!format!("{client:?}").contains("settings-secret-913"));
+
+        std::env::set_var("KONSUMER_TEST_SETTINGS_PW", "from-the-environment");
+        let (client, _, _) = parse(
+            r#"{"brokers": ["a:1"], "group_id": "g", "topics": ["t"],
+                "sasl": {"mechanism": "PLAIN", "username": "svc",
+                         "password_env": "KONSUMER_TEST_SETTINGS_PW"}}"#,
+        )
+        .into_configs()
+        .expect("valid");
+        let sasl = client.sasl.expect("sasl");
+        assert_eq!(sasl.password.expose(), "from-the-environment");
+
+        for (sasl, field) in [
+            (
+                r#"{"mechanism": "GSSAPI", "username": "u", "password": "p"}"#,
+                "sasl.mechanism",
+            ),
+            (
+                r#"{"mechanism": "PLAIN", "username": "u"}"#,
+                "sasl.password",
+            ),
+            (
+                r#"{"mechanism": "PLAIN", "username": "u", "password_env": "KONSUMER_UNSET_VAR_X"}"#,
+                "sasl.password",
+            ),
+        ] {
+            let json = format!(
+                r#"{{"brokers": ["a:1"], "group_id": "g", "topics": ["t"], "sasl": {sasl}}}"#
+            );
+            assert_eq!(field_of(parse(&json).into_configs()), field, "{sasl}");
         }
     }
 

@@ -10,14 +10,16 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
+use konsumer::protocol::ApiVersionsProbe;
 use konsumer::{Error, TlsConfig};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -132,24 +134,45 @@ impl TlsConnector {
     }
 
     /// The TLS handshake over `tcp` with `broker` (`host:port`): the host is the name the
-    /// certificate must carry and the SNI sent.
+    /// certificate must carry and the SNI sent. A handshake cut, or unanswered within `wait`,
+    /// is followed by a plaintext probe, so that a plaintext listener is named as such.
     pub async fn handshake(
         &self,
         broker: &str,
         tcp: TcpStream,
+        client_id: &str,
+        wait: Duration,
     ) -> Result<TlsStream<TcpStream>, Error> {
         let host = host_of(broker);
         let name = ServerName::try_from(host.to_owned()).map_err(|_| Error::Tls {
             broker: broker.to_owned(),
             reason: format!("`{host}` is neither a DNS name nor an IP address"),
         })?;
-        self.connector
-            .connect(name, tcp)
-            .await
-            .map_err(|error| Error::Tls {
-                broker: broker.to_owned(),
-                reason: self.explain(&error, host),
-            })
+        let error = match tokio::time::timeout(wait, self.connector.connect(name, tcp)).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(error)) => error,
+            // A plaintext Kafka listener reads a ClientHello as the length of a huge request
+            // and waits for the rest.
+            Err(_) => io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer to the TLS handshake within {wait:?}"),
+            ),
+        };
+        let cut = matches!(
+            error.kind(),
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::TimedOut
+        );
+        let reason = if cut && speaks_plaintext_kafka(broker, client_id).await {
+            "the broker's listener is plaintext (it answers Kafka requests without TLS), and this \
+             client is configured for TLS"
+                .to_string()
+        } else {
+            self.explain(&error, host)
+        };
+        Err(Error::Tls {
+            broker: broker.to_owned(),
+            reason,
+        })
     }
 
     /// What went wrong in a handshake, in words a user can act on.
@@ -158,12 +181,7 @@ impl TlsConnector {
             .get_ref()
             .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         else {
-            if error.kind() == io::ErrorKind::UnexpectedEof {
-                return "the broker closed the connection during the TLS handshake (a listener \
-                        that does not speak TLS does this)"
-                    .into();
-            }
-            return format!("handshake I/O error: {error}");
+            return format!("the connection failed during the TLS handshake: {error}");
         };
         match tls {
             rustls::Error::InvalidCertificate(problem) => match problem {
@@ -180,15 +198,99 @@ impl TlsConnector {
                 }
                 _ => format!("the broker's certificate was refused: {tls}"),
             },
-            rustls::Error::AlertReceived(alert) => {
-                format!("the broker ended the handshake with the TLS alert {alert:?}")
-            }
+            rustls::Error::AlertReceived(_) => alert_reason(tls).unwrap_or_default(),
             rustls::Error::InvalidMessage(_) => {
                 format!("the broker did not answer with TLS: {tls}")
             }
             other => other.to_string(),
         }
     }
+}
+
+/// How long a diagnostic probe (below) may take: it runs only after a connection failed.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Whether `broker` completes (or answers with an alert) a TLS handshake: asked, on a fresh
+/// connection, after a plaintext connection was cut before its first answer — so the error can
+/// say for certain that the listener wants TLS instead of guessing.
+pub async fn speaks_tls(broker: &str) -> bool {
+    let probe = async {
+        let tcp = TcpStream::connect(broker).await.ok()?;
+        let config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .ok()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
+            .with_no_client_auth();
+        let name = ServerName::try_from(host_of(broker).to_owned()).ok()?;
+        match tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+        {
+            Ok(_) => Some(true),
+            // An alert is TLS too (e.g. a listener that requires a client certificate).
+            Err(error) => Some(matches!(
+                error
+                    .get_ref()
+                    .and_then(|e| e.downcast_ref::<rustls::Error>()),
+                Some(rustls::Error::AlertReceived(_))
+            )),
+        }
+    };
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, probe).await,
+        Ok(Some(true))
+    )
+}
+
+/// Whether `broker` answers a plaintext ApiVersions request: asked, on a fresh connection,
+/// after a TLS handshake was cut, to tell a plaintext listener from other failures.
+pub async fn speaks_plaintext_kafka(broker: &str, client_id: &str) -> bool {
+    let probe = async {
+        let mut tcp = TcpStream::connect(broker).await.ok()?;
+        let request = ApiVersionsProbe::default().request(7, client_id).ok()?;
+        tcp.write_all(&request).await.ok()?;
+        let mut head = [0u8; 8];
+        tcp.read_exact(&mut head).await.ok()?;
+        let size = i32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+        let correlation_id = i32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+        Some((4..1 << 20).contains(&size) && correlation_id == 7)
+    };
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, probe).await,
+        Ok(Some(true))
+    )
+}
+
+/// The reason for a TLS alert the broker sent, if `error` is one. With TLS 1.3 a broker that
+/// refuses the client's certificate (or its absence) says so after the client has finished its
+/// side of the handshake, so the alert arrives on the first read.
+pub fn alert_reason(error: &rustls::Error) -> Option<String> {
+    let rustls::Error::AlertReceived(alert) = error else {
+        return None;
+    };
+    let meaning = match alert {
+        rustls::AlertDescription::CertificateRequired => {
+            ": the broker requires a client certificate (tls.client_cert_file and \
+             tls.client_key_file)"
+        }
+        rustls::AlertDescription::UnknownCA | rustls::AlertDescription::BadCertificate => {
+            ": the broker does not accept this client certificate"
+        }
+        _ => "",
+    };
+    Some(format!(
+        "the broker ended the TLS session with the alert {alert:?}{meaning}"
+    ))
+}
+
+/// An I/O error that is really a TLS alert from the broker, as [`Error::Tls`].
+pub fn alert_error(broker: &str, error: &io::Error) -> Option<Error> {
+    let tls = error.get_ref()?.downcast_ref::<rustls::Error>()?;
+    Some(Error::Tls {
+        broker: broker.to_owned(),
+        reason: alert_reason(tls)?,
+    })
 }
 
 /// The host part of `host:port` (brackets of an IPv6 literal removed).

@@ -322,7 +322,8 @@ pub async fn run(args: ConsumeArgs, log: Logger) -> Result<(), CliError> {
 
     let start = async {
         let cluster = args.connect.cluster(&log).await?;
-        ConsumerService::builder(args.connect.client_config(), group)
+        let client = (args.connect.client_config()).map_err(|e| args.connect.connect_error(e))?;
+        ConsumerService::builder(client, group)
             .cluster(cluster)
             .consumer_config(consumer)
             .handler(HandlerRef::batches(&printer))

@@ -12,11 +12,14 @@ mod error;
 mod log;
 mod produce;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use actix::Addr;
 use clap::{ArgAction, Args, Parser, Subcommand};
+use konsumer_actors::core::sasl::{SaslConfig, Secret};
+use konsumer_actors::core::TlsConfig;
 use konsumer_actors::{ClientConfig, Cluster};
 
 use crate::error::CliError;
@@ -76,21 +79,74 @@ pub struct ConnectArgs {
     /// Time allowed for reaching a first broker, and for each request (e.g. 500ms, 10s, 2m).
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
+
+    /// Connect with TLS, verifying brokers against the system's CA roots (or --tls-ca-file).
+    /// Implied by any other --tls-* flag.
+    #[arg(long)]
+    pub tls: bool,
+
+    /// PEM file of the CA certificates to trust instead of the system's roots.
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca_file: Option<PathBuf>,
+
+    /// PEM client certificate chain, for brokers that demand mutual TLS (needs --tls-key-file).
+    #[arg(long, value_name = "PEM", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, value_name = "PEM", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// DANGEROUS: accept any broker certificate (no protection against interception).
+    #[arg(long)]
+    pub tls_danger_accept_invalid_certs: bool,
+
+    /// Authenticate with SASL: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (needs --sasl-username).
+    #[arg(long, value_name = "MECHANISM", requires = "sasl_username")]
+    pub sasl_mechanism: Option<String>,
+
+    /// The SASL user.
+    #[arg(long, value_name = "NAME", requires = "sasl_mechanism")]
+    pub sasl_username: Option<String>,
+
+    /// The environment variable holding the SASL password (a password on the command line
+    /// would show in the process list).
+    #[arg(long, value_name = "VAR", default_value = "KONSUMER_SASL_PASSWORD")]
+    pub sasl_password_env: String,
 }
 
 impl ConnectArgs {
-    pub fn client_config(&self) -> ClientConfig {
+    /// The client configuration; the SASL password is read from the environment here.
+    pub fn client_config(&self) -> Result<ClientConfig, konsumer_actors::Error> {
         let mut config = ClientConfig::new(self.brokers.iter().cloned());
         config.client_id = self.client_id.clone();
         config.bootstrap_timeout = self.timeout;
         config.request_timeout = self.timeout;
         config.connect_timeout = self.timeout.min(config.connect_timeout);
-        config
+        let wants_tls = self.tls
+            || self.tls_ca_file.is_some()
+            || self.tls_cert_file.is_some()
+            || self.tls_danger_accept_invalid_certs;
+        if wants_tls {
+            config.tls = Some(TlsConfig {
+                ca_file: self.tls_ca_file.clone(),
+                client_cert_file: self.tls_cert_file.clone(),
+                client_key_file: self.tls_key_file.clone(),
+                danger_accept_invalid_certs: self.tls_danger_accept_invalid_certs,
+            });
+        }
+        if let (Some(mechanism), Some(username)) = (&self.sasl_mechanism, &self.sasl_username) {
+            let mechanism = mechanism.parse()?;
+            let password = Secret::from_env(&self.sasl_password_env)?;
+            config.sasl = Some(SaslConfig::new(mechanism, username.clone(), password));
+        }
+        Ok(config)
     }
 
     /// Bootstraps a [`Cluster`].
     pub async fn cluster(&self, log: &slog::Logger) -> Result<Addr<Cluster>, CliError> {
-        Cluster::connect(self.client_config(), log.clone())
+        let config = self.client_config().map_err(|e| self.connect_error(e))?;
+        Cluster::connect(config, log.clone())
             .await
             .map_err(|source| self.connect_error(source))
     }

@@ -207,7 +207,8 @@ pub async fn run(args: ProduceArgs, log: Logger) -> Result<(), CliError> {
         ..ProducerConfig::default()
     };
     config.validate().map_err(CliError::Producer)?;
-    let producer = Producer::connect(args.connect.client_config(), config, log.clone())
+    let client = (args.connect.client_config()).map_err(|e| args.connect.connect_error(e))?;
+    let producer = Producer::connect(client, config, log.clone())
         .await
         .map_err(|e| args.connect.connect_error(e))?;
 

@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{konsumer, succeeded, text};
+use common::{konsumer, konsumer_env, succeeded, text};
 use konsumer_actors::core::partitioner::partition_for_key;
 use konsumer_actors::testkit::tansu::{free_port, Storage, TansuBroker};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -909,4 +909,72 @@ fn two_consumers_split_the_partitions_and_print_every_record_once() {
         assert!(all.insert(position, line).is_none(), "printed twice");
     }
     assert_eq!(all, expected);
+}
+
+/// The CLI through TLS (stunnel, throwaway CA) and SASL SCRAM-SHA-512 on tansu with
+/// authentication on: `produce` then `consume` every record, the password taken from the
+/// environment; a wrong password fails with an authentication error that does not show it.
+#[test]
+fn produce_and_consume_through_tls_and_scram_with_the_password_from_the_environment() {
+    use konsumer_actors::testkit::{Stunnel, TestCa};
+    let tls_port = free_port();
+    let mut broker = TansuBroker::start_advertising(Storage::Sqlite, tls_port);
+    broker.create_topic("secure-lines", 2);
+    broker.create_user("cli-user", "cli-password-5521", "scram512");
+    broker.require_authentication();
+    let ca = TestCa::new("konsumer CLI test CA");
+    let _stunnel = Stunnel::start(tls_port, broker.addr(), &ca.server(&["127.0.0.1"]), None);
+    let ca_file = ca.write_cert(broker.dir());
+    let ca_file = ca_file.to_str().expect("UTF-8 path");
+    let bootstrap = format!("127.0.0.1:{tls_port}");
+    let secure = |command: &str| {
+        let mut args = vec![command, "-b", &bootstrap, "--tls-ca-file", ca_file];
+        args.extend([
+            "--sasl-mechanism",
+            "SCRAM-SHA-512",
+            "--sasl-username",
+            "cli-user",
+        ]);
+        args.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+    };
+    let env = [("KONSUMER_SASL_PASSWORD", "cli-password-5521")];
+    let mut produce = secure("produce");
+    produce.extend(["-t", "secure-lines"].map(String::from));
+    let produce: Vec<&str> = produce.iter().map(String::as_str).collect();
+    let input: String = (0..40).map(|i| format!("k{i}\tv{i}\n")).collect();
+    succeeded(&konsumer_env(&produce, input.as_bytes(), &env));
+
+    let mut consume = secure("consume");
+    consume.extend(
+        [
+            "-g",
+            "secure-printer",
+            "-t",
+            "secure-lines",
+            "--from-beginning",
+            "--count",
+            "40",
+        ]
+        .map(String::from),
+    );
+    let consume: Vec<&str> = consume.iter().map(String::as_str).collect();
+    let stdout = succeeded(&konsumer_env(&consume, b"", &env));
+    let mut values: Vec<&str> = stdout
+        .lines()
+        .map(|line| line.rsplit('\t').next().unwrap_or_default())
+        .collect();
+    values.sort_by_key(|v| v[1..].parse::<u32>().unwrap_or(u32::MAX));
+    let expected: Vec<String> = (0..40).map(|i| format!("v{i}")).collect();
+    assert_eq!(values, expected, "{stdout}");
+
+    let wrong = [("KONSUMER_SASL_PASSWORD", "wrong-password-0007")];
+    let stderr = failed_with(&konsumer_env(&produce, b"x\n", &wrong), 1);
+    assert!(stderr.contains("bad username or password"), "{stderr}");
+    assert!(!stderr.contains("wrong-password-0007"), "{stderr}");
+
+    let stderr = failed_with(&konsumer_env(&produce, b"x\n", &[]), 1);
+    assert!(
+        stderr.contains("KONSUMER_SASL_PASSWORD is not set"),
+        "{stderr}"
+    );
 }

@@ -8,6 +8,7 @@
 //! - `bad_input`: misbehaving TCP servers and unreachable brokers.
 //! - `real_broker`: a real broker (tansu) started by the test itself.
 //! - `real_group`: konsumer group members on tansu (coverage, dead and closed members).
+//! - `real_security`: TLS (stunnel) + SASL SCRAM-SHA-512 on tansu, and each failure's error.
 //! - `real_sidechannel`: the sidechannel on tansu (topic creation, handover on a join).
 //! - `real_faults`: members behind a proxy that resets, stalls and black-holes connections.
 //! - `peer_records`: record sets written by librdkafka and kafka-python, captured as fixtures.
@@ -35,6 +36,7 @@ mod real_broker;
 mod real_consume;
 mod real_faults;
 mod real_group;
+mod real_security;
 mod real_sidechannel;
 mod records_fixtures;
 mod replay_broker;

@@ -190,6 +190,7 @@ pub mod mock;
 pub mod proxy;
 pub mod replay;
 pub mod sasl;
+pub mod stunnel;
 pub mod tansu;
 
 pub use coordinator::MockGroup;
@@ -198,3 +199,4 @@ pub use mock::{MockBroker, MockCluster};
 pub use proxy::{Fault, FaultProxy, RandomFaults};
 pub use replay::{ReplayBroker, ReplayTopic};
 pub use sasl::{MockSasl, SaslAttempt};
+pub use stunnel::{Issued, Stunnel, TestCa};

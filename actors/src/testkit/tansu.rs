@@ -128,6 +128,8 @@ pub struct TansuBroker {
     /// tansu's own process id (not the shell's).
     tansu_pid: Option<u32>,
     starts: u32,
+    /// Started with `--authentication`: clients must authenticate with SASL (SCRAM).
+    authentication: bool,
 }
 
 impl TansuBroker {
@@ -169,6 +171,7 @@ impl TansuBroker {
             stdin: None,
             tansu_pid: None,
             starts: 0,
+            authentication: false,
         };
         // The free port may be taken by someone else between our probe and tansu's bind:
         // then try another one.
@@ -238,6 +241,46 @@ impl TansuBroker {
 
     fn shell(&self) -> MutexGuard<'_, Option<Child>> {
         self.shell.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Creates a SCRAM user with `tansu user create` (`mechanism`: `scram256` or `scram512`).
+    /// tansu stores users in its storage engine, so use [`Storage::Sqlite`] and create users
+    /// before [`require_authentication`](Self::require_authentication): with authentication
+    /// on, tansu's own command cannot log in.
+    ///
+    /// # Panics
+    /// If the command fails (its output is in the message).
+    pub fn create_user(&self, name: &str, password: &str, mechanism: &str) {
+        let broker_url = format!("tcp://127.0.0.1:{}", self.port);
+        let output = Command::new(&self.binary)
+            .args(["user", "create", "--broker", &broker_url])
+            .args(["--mechanism", mechanism, name, password])
+            .current_dir(self.dir.path())
+            .envs(tansu_env())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("tansu fixture: cannot run tansu user create: {e}"));
+        if !output.status.success() {
+            panic!(
+                "tansu fixture: `tansu user create {name}` failed ({}):\n--- stdout\n{}\n--- \
+                 stderr\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr),
+            );
+        }
+    }
+
+    /// Restarts the broker with `--authentication` (same port and storage): from then on
+    /// every client must authenticate with SASL SCRAM as a user made by
+    /// [`create_user`](Self::create_user).
+    ///
+    /// # Panics
+    /// As [`start_again`](Self::start_again).
+    pub fn require_authentication(&mut self) {
+        self.authentication = true;
+        self.start_again();
     }
 
     /// Creates a topic with `tansu topic create`, then waits until a Metadata request shows it
@@ -370,6 +413,7 @@ impl TansuBroker {
             .arg(&advertised)
             .arg("--storage-engine")
             .arg(self.storage.engine_url())
+            .args(self.authentication.then_some("--authentication"))
             .current_dir(self.dir.path())
             .envs(tansu_env())
             .env_remove("SCHEMA_REGISTRY")

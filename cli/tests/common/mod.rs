@@ -7,8 +7,14 @@ use std::time::Duration;
 
 /// Runs `konsumer ARGS` with `stdin` as its standard input; panics if it runs over a minute.
 pub fn konsumer(args: &[&str], stdin: &[u8]) -> Output {
+    konsumer_env(args, stdin, &[])
+}
+
+/// As [`konsumer`], with these environment variables set.
+pub fn konsumer_env(args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_konsumer"))
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
