@@ -21,8 +21,10 @@
 //! 5. the client's handler reads the clock for every record (a batch handler once per batch,
 //!    when it is called) and keeps `now - send time`; it checks that every sequence number
 //!    arrives exactly once (and counts records out of order within a partition). When it has
-//!    all of them (or the parent says END) it reports p50/p90/p99/p99.9/max and its CPU
-//!    seconds from READY to the last record.
+//!    all of them (or the parent says END) it reports p50/p90/p99/p99.9/max, the median of
+//!    each third of the run (in send order: a broker that falls behind shows as a rising
+//!    median) and its CPU seconds from READY to the last record. The parent also times each
+//!    record's delivery report (send -> acknowledgement), the producer's and broker's share.
 //!
 //! The clients' settings are the same where they have the same meaning: range assignor,
 //! session timeout 6 s, heartbeat 1 s, earliest reset, auto commit every 5 s, fetch.min.bytes
@@ -221,7 +223,7 @@ struct Seen {
     out_of_order: u64,
     last_seq: Vec<Option<u64>>,
     warmed: BTreeSet<i32>,
-    /// Nanoseconds from send to handler, one per distinct record.
+    /// Nanoseconds from send to handler, by sequence number (kept for distinct records).
     latencies: Vec<u64>,
     /// When the last distinct record came, and the CPU seconds then.
     completed: Option<(Instant, f64)>,
@@ -238,7 +240,7 @@ impl Seen {
             out_of_order: 0,
             last_seq: vec![None; partitions as usize],
             warmed: BTreeSet::new(),
-            latencies: Vec::with_capacity(expect as usize),
+            latencies: vec![0; expect as usize],
             completed: None,
         }
     }
@@ -271,7 +273,7 @@ impl Seen {
             return;
         }
         self.distinct += 1;
-        self.latencies.push(now_ns.saturating_sub(sent));
+        self.latencies[seq as usize] = now_ns.saturating_sub(sent);
         if self.distinct == self.expect {
             self.completed = Some((Instant::now(), cpu_seconds("self").unwrap_or(f64::NAN)));
         }
@@ -279,11 +281,27 @@ impl Seen {
 
     /// The RESULT message; `cpu_at_ready` is the CPU seconds when READY was said.
     fn report(&mut self, cpu_at_ready: f64) {
-        self.latencies.sort_unstable();
         let us = |ns: u64| format!("{:.1}", ns as f64 / 1e3);
-        let q = |f: f64| us(quantile(&self.latencies, f));
-        let mean = self.latencies.iter().map(|&l| l as f64).sum::<f64>()
-            / self.latencies.len().max(1) as f64;
+        // The median of each third of the run, in send order: shows a broker falling behind.
+        let len = self.latencies.len();
+        let median_of = |range: std::ops::Range<usize>| {
+            let mut part: Vec<u64> = range
+                .filter(|&i| self.got[i])
+                .map(|i| self.latencies[i])
+                .collect();
+            part.sort_unstable();
+            us(quantile(&part, 0.5))
+        };
+        let thirds: Vec<String> = (0..3)
+            .map(|t| median_of(t * len / 3..(t + 1) * len / 3))
+            .collect();
+        let mut all: Vec<u64> = (0..self.latencies.len())
+            .filter(|&i| self.got[i])
+            .map(|i| self.latencies[i])
+            .collect();
+        all.sort_unstable();
+        let q = |f: f64| us(quantile(&all, f));
+        let mean = all.iter().map(|&l| l as f64).sum::<f64>() / all.len().max(1) as f64;
         let cpu_end = self
             .completed
             .map_or_else(|| cpu_seconds("self").unwrap_or(f64::NAN), |c| c.1);
@@ -302,6 +320,7 @@ impl Seen {
                 ("max_us", q(1.0)),
                 ("mean_us", format!("{:.1}", mean / 1e3)),
                 ("cpu_s", format!("{:.3}", cpu_end - cpu_at_ready)),
+                ("p50_thirds_us", thirds.join("/")),
             ],
         );
     }
@@ -578,12 +597,14 @@ struct Run {
     lag_max_ms: f64,
     /// Records per second actually sent, first to last.
     sent_rate: f64,
+    /// Send -> delivery report: p50, p99, max, in ms.
+    acks: [f64; 3],
 }
 
-fn value(seq: u64, kind: u8, len: usize) -> Bytes {
+fn value(seq: u64, sent: u64, kind: u8, len: usize) -> Bytes {
     let mut v = BytesMut::with_capacity(len);
     v.put_u64(seq);
-    v.put_u64(unix_nanos());
+    v.put_u64(sent);
     v.put_u8(kind);
     v.resize(len, b' ');
     v.freeze()
@@ -595,13 +616,16 @@ struct Sender {
     outcomes: tokio::sync::mpsc::UnboundedReceiver<DeliveryReport>,
     outstanding: u64,
     failed: Option<String>,
+    /// Send -> delivery report, ns, per measured record: the producer's and broker's share.
+    acks: Vec<u64>,
 }
 
 impl Sender {
-    fn send(&mut self, topic: &str, partition: i32, value: Bytes) {
+    /// `sent` (the send time in the value, 0 for a warm-up record) times the acknowledgement.
+    fn send(&mut self, topic: &str, partition: i32, value: Bytes, sent: u64) {
         self.producer.do_send(Enqueue {
             record: ProducerRecord::new(topic).partition(partition).value(value),
-            opaque: 0,
+            opaque: sent,
             report_to: ReportTo::Channel(self.reports.clone()),
         });
         self.outstanding += 1;
@@ -610,6 +634,9 @@ impl Sender {
     fn take_reports(&mut self) {
         while let Ok(report) = self.outcomes.try_recv() {
             self.outstanding -= 1;
+            if report.opaque > 0 {
+                self.acks.push(unix_nanos().saturating_sub(report.opaque));
+            }
             if let Err(e) = report.result {
                 self.failed.get_or_insert(e.to_string());
             }
@@ -656,10 +683,12 @@ async fn one_run(
     let mut child = ChildProc::spawn(client.name(), &args.to_args())?;
     child.expect("JOINED", START_TIMEOUT).await?;
     for p in 0..settings.partitions {
-        sender.send(&topic, p, value(0, KIND_WARM_UP, settings.value_len));
+        let warm_up = value(0, unix_nanos(), KIND_WARM_UP, settings.value_len);
+        sender.send(&topic, p, warm_up, 0);
     }
     sender.settle().await?;
     child.expect("READY", START_TIMEOUT).await?;
+    sender.acks.clear();
 
     // Paced by schedule: record i is due at start + i / rate.
     let start = tokio::time::Instant::now() + Duration::from_millis(10);
@@ -680,14 +709,15 @@ async fn one_run(
         lag_max = lag_max.max(lag);
         first_sent.get_or_insert(now);
         let partition = (i % settings.partitions as u64) as i32;
-        sender.send(
-            &topic,
-            partition,
-            value(i, KIND_MEASURED, settings.value_len),
-        );
+        let sent = unix_nanos();
+        let value = value(i, sent, KIND_MEASURED, settings.value_len);
+        sender.send(&topic, partition, value, sent);
     }
     let sent_for = first_sent.map_or(0.0, |f| f.elapsed().as_secs_f64());
     sender.settle().await?;
+    sender.acks.sort_unstable();
+    let ack_ms = |q: f64| quantile(&sender.acks, q) as f64 / 1e6;
+    let acks = [ack_ms(0.5), ack_ms(0.99), ack_ms(1.0)];
     let result = match child.expect("RESULT", DRAIN_TIMEOUT).await {
         Ok(result) => result,
         Err(_) => {
@@ -702,6 +732,7 @@ async fn one_run(
         lag_mean_ms: lag_sum / n as f64 * 1e3,
         lag_max_ms: lag_max.as_secs_f64() * 1e3,
         sent_rate: n as f64 / sent_for.max(1e-9),
+        acks,
     })
 }
 
@@ -746,6 +777,7 @@ async fn bench(settings: Settings) -> Result<(), String> {
         outcomes,
         outstanding: 0,
         failed: None,
+        acks: Vec::new(),
     };
     let nonce = format!(
         "{}-{}",
@@ -799,13 +831,18 @@ async fn bench(settings: Settings) -> Result<(), String> {
             }
             println!(
                 "    {} of {} records once each ({} repeats, {} out of order); sent at {:.0}/s, \
-                 mean lag behind schedule {:.3} ms",
+                 mean lag behind schedule {:.3} ms; p50 by thirds of the run {} us; producer acks p50 {:.2} ms, p99 {:.2} ms, \
+                 max {:.2} ms",
                 distinct,
                 settings.records(),
                 repeats,
                 r.get("out_of_order")?,
                 run.sent_rate,
-                run.lag_mean_ms
+                run.lag_mean_ms,
+                r.get("p50_thirds_us")?,
+                run.acks[0],
+                run.acks[1],
+                run.acks[2]
             );
             runs.push(run);
         }
