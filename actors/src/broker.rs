@@ -62,8 +62,10 @@ use tokio_util::codec::{Decoder, FramedRead};
 use crate::messages::{Call, Close, Reply};
 use crate::tls::{BrokerStream, BrokerWriter, TlsConnector};
 
-/// How often waiting requests are checked against their deadlines.
-const SWEEP_INTERVAL: Duration = Duration::from_millis(50);
+/// The longest a connection sleeps between checks when no deadline is nearer: bounds how late
+/// an unheld connection closes. Deadlines themselves are met by a timer armed for the
+/// earliest of them, so an idle member does not wake up every few milliseconds per connection.
+const IDLE_SWEEP: Duration = Duration::from_secs(1);
 /// acks=0 correlation ids remembered (see `BrokerConnection::unanswered`).
 const MAX_UNANSWERED_REMEMBERED: usize = 1024;
 /// Frames gathered into one socket write when several are waiting.
@@ -100,6 +102,8 @@ pub struct BrokerConnection {
     next_sequence: u64,
     /// When the link last wrote a request or read an answer: drives the idle probe.
     last_activity: Instant,
+    /// The armed sweep timer: when it fires, and its handle (to re-arm it earlier).
+    next_sweep: Option<(Instant, SpawnHandle)>,
     /// Correlation ids of recent requests that expect no answer (acks=0), so that an answer
     /// sent anyway is recognised and dropped instead of failing the connection as a protocol
     /// violation. Kafka never answers them; tansu 0.6 does.
@@ -169,6 +173,7 @@ impl BrokerConnection {
             in_flight: HashMap::new(),
             next_sequence: 0,
             last_activity: Instant::now(),
+            next_sweep: None,
             unanswered: VecDeque::new(),
             next_correlation_id: 0,
         }
@@ -502,6 +507,40 @@ impl BrokerConnection {
 
     /// Fails requests whose deadline has passed, and stops for good once nobody holds an
     /// address of this connection.
+    /// Arms the sweep timer for the earliest moment something may be due: a waiting or
+    /// in-flight request's deadline, the idle probe, or at the latest [`IDLE_SWEEP`] from now.
+    fn arm_sweep(&mut self, ctx: &mut Context<Self>) {
+        if self.closed {
+            return;
+        }
+        let now = Instant::now();
+        let mut due = now + IDLE_SWEEP;
+        for deadline in self
+            .queued
+            .iter()
+            .map(|w| w.deadline)
+            .chain(self.in_flight.values().map(|f| f.deadline))
+            .filter(|d| *d > now)
+        {
+            due = due.min(deadline);
+        }
+        if self.link.is_some() && self.in_flight.is_empty() {
+            due = due.min(self.last_activity + self.config.request_timeout / 2);
+        }
+        if let Some((armed, handle)) = self.next_sweep {
+            if armed <= due {
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let handle = ctx.run_later(due.saturating_duration_since(now), |act, ctx| {
+            act.next_sweep = None;
+            act.sweep(ctx);
+            act.arm_sweep(ctx);
+        });
+        self.next_sweep = Some((due, handle));
+    }
+
     fn sweep(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
         let timeout = |api: ApiKey, started: Instant, this: &Self| Error::Timeout {
@@ -579,7 +618,8 @@ impl Actor for BrokerConnection {
         if self.closed {
             return;
         }
-        ctx.run_interval(SWEEP_INTERVAL, |act, ctx| act.sweep(ctx));
+        self.next_sweep = None; // timers do not survive a restart
+        self.arm_sweep(ctx);
         if self.connect_failures == 0 {
             self.connect(ctx);
         } else {
@@ -628,6 +668,7 @@ impl Handler<Call> for BrokerConnection {
             let _ = waiting.reply.send(Err(error.clone()));
         } else {
             self.dispatch(waiting, ctx);
+            self.arm_sweep(ctx);
         }
         let broker = self.address.clone();
         Box::pin(async move {
