@@ -353,11 +353,7 @@ impl Fetcher {
                         .min(self.config.fetch_max_bytes);
                 }
                 if !fetched.records.is_empty() || fetched.next_offset > entry.offset {
-                    let bytes: usize = fetched
-                        .records
-                        .iter()
-                        .map(crate::messages::record_bytes)
-                        .sum();
+                    let bytes = crate::messages::records_bytes(&fetched.records);
                     entry.flow.add(fetched.records.len(), bytes);
                     entry.offset = fetched.next_offset;
                     entry.tracker.do_send(Fetched {

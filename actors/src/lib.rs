@@ -48,7 +48,7 @@ pub use heartbeat::Heartbeat;
 pub use hooks::{OffsetHooks, StartAt};
 pub use messages::{
     Ack, Call, DeliveryReport, Enqueue, Flush, HandlerError, HandlerRef, HandlerResult, KafkaBatch,
-    KafkaMessage, Produce, ProducerRecord, Purpose, Reply, ReportTo, Target,
+    KafkaMessage, Produce, ProducerRecord, Purpose, Records, Reply, ReportTo, Target,
 };
 pub use partition_tracker::PartitionTracker;
 pub use producer::{Producer, ProducerExt};

@@ -602,17 +602,19 @@ impl Message for KafkaMessage {
 pub struct KafkaBatch {
     pub topic: Arc<str>,
     pub partition: i32,
-    pub records: Vec<Record>,
+    /// Read like a slice: `for record in &batch.records`, `batch.records.len()`,
+    /// `batch.records[0]`; [`Records::into_vec`] for an owned `Vec`.
+    pub records: Records,
     pub(crate) ack: Option<Arc<AckTarget>>,
 }
 
 impl KafkaBatch {
     /// A batch that belongs to no tracker (for unit tests of handlers).
-    pub fn detached(topic: &str, partition: i32, records: Vec<Record>) -> Self {
+    pub fn detached(topic: &str, partition: i32, records: impl Into<Records>) -> Self {
         KafkaBatch {
             topic: topic.into(),
             partition,
-            records,
+            records: records.into(),
             ack: None,
         }
     }
@@ -641,6 +643,119 @@ impl KafkaBatch {
 
 impl Message for KafkaBatch {
     type Result = HandlerResult;
+}
+
+/// The records of a [`KafkaBatch`]: a read-only run of the records one fetch decoded, shared with
+/// that fetch and with the tracker (which keeps them for redelivery). Handing a batch out thus
+/// costs one reference count, where a `Vec<Record>` of its own would cost one per record.
+///
+/// It dereferences to `[Record]`, so slice methods, indexing and `for record in &records` work as
+/// on a `Vec`. Holding it keeps the fetch's decoded records alive, as holding any one `Record`
+/// already keeps the fetched bytes alive.
+#[derive(Clone, Default)]
+pub struct Records {
+    shared: Arc<Vec<Record>>,
+    /// The run within `shared`; always in bounds.
+    start: usize,
+    end: usize,
+}
+
+impl Records {
+    /// All of `records`, without copying them.
+    pub fn new(records: Vec<Record>) -> Self {
+        let end = records.len();
+        Records {
+            shared: Arc::new(records),
+            start: 0,
+            end,
+        }
+    }
+
+    /// `range` of the records (indices into this run), sharing them. Out-of-bounds ends are
+    /// clamped, so this never panics.
+    pub(crate) fn slice(&self, range: std::ops::Range<usize>) -> Records {
+        let len = self.end - self.start;
+        let end = range.end.min(len);
+        let start = range.start.min(end);
+        Records {
+            shared: self.shared.clone(),
+            start: self.start + start,
+            end: self.start + end,
+        }
+    }
+
+    /// The records as a `Vec` of their own: without copying when nothing else shares them,
+    /// otherwise by cloning each record (one reference count each).
+    pub fn into_vec(self) -> Vec<Record> {
+        let whole = self.start == 0 && self.end == self.shared.len();
+        match Arc::try_unwrap(self.shared) {
+            Ok(records) if whole => records,
+            Ok(records) => records[self.start..self.end].to_vec(),
+            Err(shared) => shared[self.start..self.end].to_vec(),
+        }
+    }
+}
+
+impl std::ops::Deref for Records {
+    type Target = [Record];
+
+    #[inline]
+    fn deref(&self) -> &[Record] {
+        &self.shared[self.start..self.end]
+    }
+}
+
+impl AsRef<[Record]> for Records {
+    fn as_ref(&self) -> &[Record] {
+        self
+    }
+}
+
+impl<'a> IntoIterator for &'a Records {
+    type Item = &'a Record;
+    type IntoIter = std::slice::Iter<'a, Record>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl From<Vec<Record>> for Records {
+    fn from(records: Vec<Record>) -> Self {
+        Records::new(records)
+    }
+}
+
+impl FromIterator<Record> for Records {
+    fn from_iter<I: IntoIterator<Item = Record>>(records: I) -> Self {
+        Records::new(records.into_iter().collect())
+    }
+}
+
+impl std::fmt::Debug for Records {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl PartialEq for Records {
+    fn eq(&self, other: &Records) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Records {}
+
+impl PartialEq<[Record]> for Records {
+    fn eq(&self, other: &[Record]) -> bool {
+        **self == *other
+    }
+}
+
+impl PartialEq<Vec<Record>> for Records {
+    fn eq(&self, other: &Vec<Record>) -> bool {
+        **self == **other
+    }
 }
 
 /// Completes deferred records later: [`done`](Ack::done) or [`fail`](Ack::fail). Dropping it
@@ -771,9 +886,9 @@ impl PartitionFlow {
     }
 }
 
-/// What a record counts for in [`PartitionFlow::bytes`]: its key and value.
-pub(crate) fn record_bytes(record: &Record) -> usize {
-    record.key().map_or(0, <[u8]>::len) + record.value().map_or(0, <[u8]>::len)
+/// What records count for in [`PartitionFlow::bytes`]: their keys and values.
+pub(crate) fn records_bytes(records: &[Record]) -> usize {
+    records.iter().map(Record::payload_len).sum()
 }
 
 /// Records a Fetcher hands to a partition's tracker. `next_offset`: where the next fetch
@@ -916,4 +1031,76 @@ pub struct Release {
 
 impl Message for Release {
     type Result = PartitionOffsets<CommitOffset>;
+}
+
+#[cfg(test)]
+mod tests {
+    use konsumer::compression::Compression;
+    use konsumer::records::{decode_all, BatchBuilder, DecodeOptions, NO_HEADERS};
+
+    use super::*;
+
+    fn records(n: usize) -> Vec<Record> {
+        let mut builder = BatchBuilder::new(Compression::None, None).base_offset(10);
+        for i in 0..n {
+            builder.append(0, None, Some(format!("v{i}").as_bytes()), NO_HEADERS);
+        }
+        decode_all(builder.build().expect("a batch"), &DecodeOptions::default()).expect("decodes")
+    }
+
+    fn offsets(records: &[Record]) -> Vec<i64> {
+        records.iter().map(|r| r.offset).collect()
+    }
+
+    #[test]
+    fn records_read_like_the_vec_they_share() {
+        let all = records(5);
+        let shared = Records::new(all.clone());
+        assert_eq!(shared.len(), 5);
+        assert_eq!(shared, all);
+        assert_eq!(shared[4].value(), Some(&b"v4"[..]));
+        assert_eq!(offsets(&shared), vec![10, 11, 12, 13, 14]);
+        let mut seen = 0;
+        for record in &shared {
+            assert_eq!(record.offset, 10 + seen);
+            seen += 1;
+        }
+        assert_eq!(seen, 5);
+        assert_eq!(format!("{shared:?}"), format!("{all:?}"));
+        assert!(Records::default().is_empty());
+        assert_eq!(all.iter().cloned().collect::<Records>(), shared);
+    }
+
+    #[test]
+    fn slices_share_and_clamp() {
+        let shared = Records::new(records(5));
+        let middle = shared.slice(1..4);
+        assert_eq!(offsets(&middle), vec![11, 12, 13]);
+        // A slice of a slice counts from its own start.
+        assert_eq!(offsets(&middle.slice(1..2)), vec![12]);
+        // Out of bounds: clamped, never a panic.
+        assert_eq!(offsets(&middle.slice(2..99)), vec![13]);
+        assert!(middle.slice(7..9).is_empty());
+        #[allow(clippy::reversed_empty_ranges)]
+        let backwards = middle.slice(3..1);
+        assert!(backwards.is_empty());
+        // No record was copied: both views point into one vector.
+        assert!(std::ptr::eq(&shared[1], &middle[0]));
+    }
+
+    #[test]
+    fn into_vec_takes_the_vector_when_it_can_and_copies_otherwise() {
+        let all = records(4);
+        let first = all.as_ptr();
+        let alone = Records::new(all);
+        let owned = alone.into_vec();
+        assert_eq!(owned.as_ptr(), first, "sole owner, whole run: no copy");
+
+        let shared = Records::new(records(4));
+        let part = shared.slice(1..3);
+        assert_eq!(offsets(&part.clone().into_vec()), vec![11, 12]);
+        drop(shared);
+        // Now the only owner, but of a part: the part is copied out.
+        assert_eq!(offsets(&part.into_vec()), vec![11, 12]);
+    }
 }

@@ -21,30 +21,36 @@ use std::sync::Arc;
 use actix::prelude::*;
 use bytes::Bytes;
 use konsumer::consumer::{AfterRetries, ConsumerConfig, FailurePolicy};
-use konsumer::offsets::OffsetTracker;
+use konsumer::offsets::{OffsetError, OffsetTracker};
 use konsumer::records::Record;
 use konsumer::Error;
 use slog::{info, warn, Logger};
 use tokio::sync::oneshot;
 
 use crate::messages::{
-    record_bytes, AckTarget, Acked, CommitOffset, Drain, Fetched, HandlerError, HandlerRef,
+    records_bytes, AckTarget, Acked, CommitOffset, Drain, Fetched, HandlerError, HandlerRef,
     HandlerResult, KafkaBatch, KafkaMessage, MarkMetadata, PartitionFlow, PartitionStopped, Pause,
-    ProducerRecord, Seek,
+    ProducerRecord, Records, Seek,
 };
 use crate::producer::Producer;
 use crate::service::HandlerFactory;
 
 /// Records fetched together, delivered from `pos` on; `next_offset` is where the fetch after
-/// them starts (offsets below it that are not records will never come).
+/// them starts (offsets below it that are not records will never come). Deliveries share the
+/// records with the chunk ([`Records::slice`]) rather than copying them out.
 struct Chunk {
-    records: VecDeque<Record>,
+    records: Records,
+    pos: usize,
     next_offset: i64,
 }
 
 /// Records handed to the handler and not all done yet.
 struct Delivery {
-    records: Vec<Record>,
+    /// In increasing offset order.
+    records: Records,
+    /// The records' offsets are consecutive (no gap): an `Ok` answer completes them with one
+    /// range call on the [`OffsetTracker`].
+    consecutive: bool,
     /// The handler generation it went to.
     handler_generation: u64,
     /// Deliveries of these records so far (1 = the first).
@@ -54,14 +60,50 @@ struct Delivery {
 }
 
 impl Delivery {
-    /// The offsets whose handler deferred them to an [`Ack`](crate::messages::Ack).
+    /// The offsets whose handler deferred them to an [`Ack`](crate::messages::Ack), sorted.
     fn deferred(&self) -> Vec<i64> {
-        self.ack
+        let mut deferred = self
+            .ack
             .deferred
             .lock()
             .map(|d| d.clone())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        deferred.sort_unstable();
+        deferred
     }
+}
+
+/// Whether the offsets of `records` are `first, first + 1, ..` without a gap.
+fn consecutive(records: &[Record]) -> bool {
+    let Some(first) = records.first().map(|r| r.offset) else {
+        return true;
+    };
+    records
+        .iter()
+        .enumerate()
+        .all(|(i, r)| first.checked_add(i as i64) == Some(r.offset))
+}
+
+/// [`consecutive`] and [`records_bytes`] in one pass over the records.
+fn consecutive_and_bytes(records: &[Record]) -> (bool, usize) {
+    let first = records.first().map_or(0, |r| r.offset);
+    let mut in_a_row = true;
+    let mut bytes = 0;
+    for (i, record) in records.iter().enumerate() {
+        in_a_row &= first.checked_add(i as i64) == Some(record.offset);
+        bytes += record.payload_len();
+    }
+    (in_a_row, bytes)
+}
+
+/// If `offsets` are `first, first + 1, .., last`, that range.
+fn as_range(offsets: &[i64]) -> Option<(i64, i64)> {
+    let (&first, &last) = (offsets.first()?, offsets.last()?);
+    offsets
+        .iter()
+        .enumerate()
+        .all(|(i, &o)| first.checked_add(i as i64) == Some(o))
+        .then_some((first, last))
 }
 
 /// One partition's delivery and completion state. See the module doc.
@@ -162,15 +204,17 @@ impl PartitionTracker {
                 HandlerRef::Message(_) => 1,
                 HandlerRef::Batch(_) => self.config.max_batch_records,
             };
-            let n = chunk.records.len().min(max);
-            let records: Vec<Record> = chunk.records.drain(..n).collect();
-            if chunk.records.is_empty() {
+            let n = (chunk.records.len() - chunk.pos).min(max);
+            let records = chunk.records.slice(chunk.pos..chunk.pos + n);
+            chunk.pos += n;
+            let (in_a_row, bytes) = consecutive_and_bytes(&records);
+            if chunk.pos == chunk.records.len() {
                 let next = chunk.next_offset;
                 self.queue.pop_front();
                 // Offsets up to `next` that were not records (control batches, compacted gaps)
                 // are passed once every record before them is open.
                 if let Some(last) = records.last() {
-                    if let Err(e) = self.offsets.open_range(records.iter().map(|r| r.offset)) {
+                    if let Err(e) = self.open(&records, in_a_row) {
                         self.stop(self.internal_error(last.offset, &e.to_string()), ctx);
                         return;
                     }
@@ -180,20 +224,35 @@ impl PartitionTracker {
                     self.publish();
                     continue;
                 }
-            } else if let Err(e) = self.offsets.open_range(records.iter().map(|r| r.offset)) {
+            } else if let Err(e) = self.open(&records, in_a_row) {
                 let at = records.first().map_or(-1, |r| r.offset);
                 self.stop(self.internal_error(at, &e.to_string()), ctx);
                 return;
             }
-            let bytes: usize = records.iter().map(record_bytes).sum();
             self.flow.remove_bytes(bytes);
-            self.send(records, 1, ctx);
+            self.send(records, 1, in_a_row, ctx);
         }
         self.publish();
     }
 
-    /// One delivery of `records` (already open) to the handler.
-    fn send(&mut self, records: Vec<Record>, attempts: u32, ctx: &mut Context<Self>) {
+    /// Opens the offsets of `records` in the [`OffsetTracker`]: one call for a run without gaps
+    /// (the usual case), one per record otherwise. Both fail alike on offsets that do not
+    /// increase.
+    fn open(&mut self, records: &[Record], consecutive: bool) -> Result<usize, OffsetError> {
+        match records.first() {
+            Some(first) if consecutive => self.offsets.open_run(first.offset, records.len()),
+            _ => self.offsets.open_range(records.iter().map(|r| r.offset)),
+        }
+    }
+
+    /// One delivery of `records` (already open) to the handler. `consecutive`: see [`Delivery`].
+    fn send(
+        &mut self,
+        records: Records,
+        attempts: u32,
+        consecutive: bool,
+        ctx: &mut Context<Self>,
+    ) {
         let id = self.next_delivery;
         self.next_delivery += 1;
         let ack = Arc::new(AckTarget {
@@ -227,6 +286,7 @@ impl PartitionTracker {
             id,
             Delivery {
                 records,
+                consecutive,
                 handler_generation: self.handler_generation,
                 attempts,
                 ack,
@@ -256,13 +316,22 @@ impl PartitionTracker {
         match result {
             Ok(Ok(())) => {
                 let deferred = delivery.deferred();
-                let finished: Vec<i64> = delivery
-                    .records
-                    .iter()
-                    .map(|r| r.offset)
-                    .filter(|o| !deferred.contains(o))
-                    .collect();
-                self.complete(&finished);
+                match (delivery.records.first(), delivery.records.last()) {
+                    // Every offset from the first to the last: one range, no list.
+                    (Some(first), Some(last)) if delivery.consecutive && deferred.is_empty() => {
+                        let (first, last) = (first.offset, last.offset);
+                        self.complete_range(first, last);
+                    }
+                    _ => {
+                        let finished: Vec<i64> = delivery
+                            .records
+                            .iter()
+                            .map(|r| r.offset)
+                            .filter(|o| deferred.binary_search(o).is_err())
+                            .collect();
+                        self.complete(&finished);
+                    }
+                }
             }
             Ok(Err(error)) => {
                 let deferred = delivery.deferred();
@@ -274,7 +343,7 @@ impl PartitionTracker {
                 // Records before the failed one are done (unless their acks are pending).
                 let done: Vec<i64> = before
                     .into_iter()
-                    .filter(|o| !deferred.contains(o))
+                    .filter(|o| deferred.binary_search(o).is_err())
                     .collect();
                 self.complete(&done);
                 self.failed(&from, error, ctx);
@@ -312,6 +381,11 @@ impl PartitionTracker {
 
     /// Marks offsets done and forgets deliveries whose records are all done.
     fn complete(&mut self, offsets: &[i64]) {
+        if let Some((first, last)) = as_range(offsets) {
+            // Every offset in the range is listed, so the range call marks the same ones.
+            self.complete_range(first, last);
+            return;
+        }
         let mut newly = 0;
         if self.config.in_order_done {
             if let Some(&last) = offsets.iter().max() {
@@ -324,36 +398,53 @@ impl PartitionTracker {
                 }
             }
         }
+        self.completed(newly);
+    }
+
+    /// [`complete`](Self::complete) of every offset from `first` to `last`, in one call.
+    fn complete_range(&mut self, first: i64, last: i64) {
+        let newly = if self.config.in_order_done {
+            self.offsets.done_up_to(last)
+        } else {
+            self.offsets.done_range(first, last)
+        };
+        self.completed(newly);
+    }
+
+    fn completed(&mut self, newly: usize) {
         self.flow.remove_records(newly);
         let committable = self.offsets.committable();
         let offsets = &self.offsets;
+        // A delivery's records are in offset order (they were opened, which needs increasing
+        // offsets, or sorted for a retry): one is left to do exactly when its last one is.
         self.deliveries.retain(|_, d| {
             !d.answered
                 || d.records
-                    .iter()
-                    .any(|r| r.offset >= committable && !is_done(offsets, r.offset))
+                    .last()
+                    .is_some_and(|r| r.offset >= committable && !is_done(offsets, r.offset))
         });
     }
 
     /// A handler failed `offsets`: redeliver after a backoff, or apply the policy's last word.
     fn failed(&mut self, offsets: &[i64], error: HandlerError, ctx: &mut Context<Self>) {
         // Take the failed records out of their deliveries.
+        let mut wanted = offsets.to_vec();
+        wanted.sort_unstable();
+        let tracker = &self.offsets;
+        let failing =
+            |r: &Record| wanted.binary_search(&r.offset).is_ok() && !is_done(tracker, r.offset);
         let mut records = Vec::new();
         let mut attempts = 0;
         for delivery in self.deliveries.values_mut() {
-            let before = delivery.records.len();
-            let mut kept = Vec::with_capacity(before);
-            for record in delivery.records.drain(..) {
-                if offsets.contains(&record.offset) && !is_done(&self.offsets, record.offset) {
-                    records.push(record);
-                } else {
-                    kept.push(record);
-                }
+            if !delivery.records.iter().any(failing) {
+                continue;
             }
-            if kept.len() != before {
-                attempts = attempts.max(delivery.attempts);
-            }
-            delivery.records = kept;
+            attempts = attempts.max(delivery.attempts);
+            let (taken, kept): (Vec<Record>, Vec<Record>) =
+                delivery.records.iter().cloned().partition(failing);
+            records.extend(taken);
+            delivery.consecutive = consecutive(&kept);
+            delivery.records = Records::new(kept);
         }
         self.deliveries
             .retain(|_, d| !d.answered || !d.records.is_empty());
@@ -381,7 +472,8 @@ impl PartitionTracker {
                 if act.stopped.is_some() {
                     return;
                 }
-                act.send(records, attempts + 1, ctx);
+                let in_a_row = consecutive(&records);
+                act.send(Records::new(records), attempts + 1, in_a_row, ctx);
             });
             return;
         }
@@ -401,7 +493,8 @@ impl PartitionTracker {
                 .collect();
             records.retain(|r| r.offset == first);
             if !rest.is_empty() {
-                self.send(rest, 1, ctx);
+                let in_a_row = consecutive(&rest);
+                self.send(Records::new(rest), 1, in_a_row, ctx);
             }
         }
         match self.policy.then.clone() {
@@ -577,7 +670,8 @@ impl Handler<Fetched> for PartitionTracker {
             return;
         }
         self.queue.push_back(Chunk {
-            records: fetched.records.into(),
+            records: Records::new(fetched.records),
+            pos: 0,
             next_offset: fetched.next_offset,
         });
         self.deliver(ctx);
@@ -604,12 +698,11 @@ impl Handler<Drain> for PartitionTracker {
 
     fn handle(&mut self, drain: Drain, ctx: &mut Context<Self>) -> Self::Result {
         // Nothing new goes out; what was fetched and never delivered is simply not committed.
-        let dropped: usize = self.queue.iter().map(|c| c.records.len()).sum();
+        let dropped: usize = self.queue.iter().map(|c| c.records.len() - c.pos).sum();
         let bytes: usize = self
             .queue
             .iter()
-            .flat_map(|c| c.records.iter())
-            .map(record_bytes)
+            .map(|c| records_bytes(&c.records[c.pos..]))
             .sum();
         self.queue.clear();
         self.flow.remove_records(dropped);

@@ -418,6 +418,91 @@ fn done_up_to_inside_a_gap_and_below_committable() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// open_run / done_range
+
+#[test]
+fn open_run_opens_consecutive_offsets_like_open_range() {
+    let mut t = OffsetTracker::new(10);
+    assert_eq!(t.open_run(10, 0), Ok(0));
+    assert_eq!(t, OffsetTracker::new(10));
+    assert_eq!(t.open_run(12, 3), Ok(3));
+    let mut u = OffsetTracker::new(10);
+    u.open_range(12..15).unwrap();
+    assert_eq!(t, u);
+    assert_eq!(t.committable(), 12);
+    assert_eq!(t.position(), 15);
+    assert_eq!(t.open_count(), 3);
+    check_invariants(&t);
+    // Below the position: an error, nothing opened.
+    let before = t.clone();
+    assert_eq!(
+        t.open_run(14, 2),
+        Err(OffsetError::NotIncreasing {
+            offset: 14,
+            position: 15
+        })
+    );
+    assert_eq!(t, before);
+}
+
+#[test]
+fn open_run_up_to_i64_max_opens_what_fits_then_fails() {
+    let mut t = OffsetTracker::new(i64::MAX - 3);
+    assert_eq!(
+        t.open_run(i64::MAX - 2, 5),
+        Err(OffsetError::NotIncreasing {
+            offset: i64::MAX,
+            position: i64::MAX
+        })
+    );
+    // MAX - 2 and MAX - 1 are open, as open() one by one would have left them.
+    assert_eq!(t.open_count(), 2);
+    assert_eq!(t.position(), i64::MAX);
+    check_invariants(&t);
+    let mut t = OffsetTracker::new(0);
+    assert_eq!(
+        t.open_run(i64::MAX, 1),
+        Err(OffsetError::NotIncreasing {
+            offset: i64::MAX,
+            position: 0
+        })
+    );
+    assert_eq!(t, OffsetTracker::new(0));
+    // From i64::MIN: the room up to i64::MAX exceeds i64::MAX itself, and the offsets stay exact.
+    let mut t = OffsetTracker::new(i64::MIN);
+    assert_eq!(t.open_run(i64::MIN, 3), Ok(3));
+    assert_eq!(t.position(), i64::MIN + 3);
+}
+
+#[test]
+fn done_range_marks_the_open_offsets_in_the_range() {
+    let mut t = OffsetTracker::new(0);
+    t.open_range([0, 1, 2, 5, 6, 9, 10]).unwrap();
+    t.done(6).unwrap();
+    // Inside the window, not at the front: marked, kept until the front is done.
+    assert_eq!(t.done_range(2, 6), 2);
+    assert_eq!(t.committable(), 0);
+    assert_eq!(t.open_count(), 4);
+    check_invariants(&t);
+    // Again: nothing new. Empty and gap-only ranges change nothing.
+    let before = t.clone();
+    assert_eq!(t.done_range(2, 6), 0);
+    assert_eq!(t.done_range(6, 2), 0);
+    assert_eq!(t.done_range(3, 4), 0);
+    assert_eq!(t.done_range(11, i64::MAX), 0);
+    assert_eq!(t.done_range(i64::MIN, -1), 0);
+    assert_eq!(t, before);
+    // From the front: the done prefix goes, up to the next open offset.
+    assert_eq!(t.done_range(i64::MIN, 1), 2);
+    assert_eq!(t.committable(), 9);
+    check_invariants(&t);
+    assert_eq!(t.done_range(9, i64::MAX), 2);
+    assert!(t.is_idle());
+    assert_eq!(t.committable(), 11);
+    assert!(t.entries.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
 // reset
 
 #[test]
@@ -527,6 +612,28 @@ impl Model {
     fn reset(&mut self, offset: i64) {
         *self = Model::new(offset);
     }
+
+    /// `open` of each offset from `first` in turn, stopping at the first error.
+    fn open_run(&mut self, first: i64, count: usize) -> Result<usize, OffsetError> {
+        for i in 0..count {
+            // Past i64::MAX nothing opens: the first error comes at i64::MAX at the latest.
+            let offset = first.saturating_add(i as i64);
+            self.open(offset)?;
+        }
+        Ok(count)
+    }
+
+    fn done_range(&mut self, first: i64, last: i64) -> usize {
+        if first > last {
+            return 0;
+        }
+        let finished: Vec<i64> = self.open.range(first..=last).copied().collect();
+        for o in &finished {
+            self.open.remove(o);
+            self.done.insert(*o);
+        }
+        finished.len()
+    }
 }
 
 /// One step of a random scenario. Offsets are chosen relative to the current state, so that
@@ -554,6 +661,10 @@ enum Op {
     DoneUpTo { delta: i16 },
     /// Seek to `position + delta`.
     Reset { delta: i16 },
+    /// Open `count` consecutive offsets from `position + gap` (or below it, when `gap < 0`).
+    OpenRun { gap: i8, count: u8 },
+    /// Range completion of `committable + delta ..= committable + delta + len`.
+    DoneRange { delta: i8, len: u8 },
 }
 
 fn arb_op() -> impl Strategy<Value = Op> {
@@ -571,6 +682,8 @@ fn arb_op() -> impl Strategy<Value = Op> {
             .prop_map(|(picks, extra)| Op::DoneAll { picks, extra }),
         1 => (-4i16..20).prop_map(|delta| Op::DoneUpTo { delta }),
         1 => (-20i16..20).prop_map(|delta| Op::Reset { delta }),
+        3 => (-2i8..4, 0u8..12).prop_map(|(gap, count)| Op::OpenRun { gap, count }),
+        2 => (-4i8..12, 0u8..12).prop_map(|(delta, len)| Op::DoneRange { delta, len }),
     ]
 }
 
@@ -652,6 +765,28 @@ fn step(t: &mut OffsetTracker, m: &mut Model, op: &Op) {
             let o = near(m.position, i64::from(delta));
             t.reset(o);
             m.reset(o);
+        }
+        Op::OpenRun { gap, count } => {
+            let first = near(m.position, i64::from(gap));
+            let count = usize::from(count);
+            assert_eq!(
+                t.open_run(first, count),
+                m.open_run(first, count),
+                "open_run({first}, {count})"
+            );
+        }
+        Op::DoneRange { delta, len } => {
+            let first = near(m.committable(), i64::from(delta));
+            let last = near(first, i64::from(len));
+            let expected = m.done_range(first, last);
+            assert_eq!(
+                t.done_range(first, last),
+                expected,
+                "done_range({first}, {last})"
+            );
+            if expected == 0 {
+                assert_eq!(*t, before, "done_range with nothing to do changed state");
+            }
         }
     }
     agree(t, m);
@@ -851,5 +986,70 @@ proptest! {
             step(&mut fresh, &mut m2, op);
             prop_assert_eq!(&t, &fresh);
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// (6) open_run(first, count) leaves the tracker exactly as open() of each offset in turn
+    /// (open_range over first..), with the same answer, from any state, also where the run
+    /// reaches i64::MAX.
+    #[test]
+    fn open_run_equals_opening_one_by_one(
+        start in arb_start(),
+        before in proptest::collection::vec(arb_op(), 0..40),
+        gap in -3i64..5,
+        count in 0usize..300,
+    ) {
+        let mut t = OffsetTracker::new(start);
+        let mut m = Model::new(start);
+        for op in &before {
+            step(&mut t, &mut m, op);
+        }
+        let first = near(t.position(), gap);
+        let mut one_by_one = t.clone();
+        let mut expected = Ok(0);
+        for i in 0..count {
+            match one_by_one.open(first.saturating_add(i as i64)) {
+                Ok(()) => expected = expected.map(|n| n + 1),
+                Err(e) => {
+                    expected = Err(e);
+                    break;
+                }
+            }
+        }
+        prop_assert_eq!(t.open_run(first, count), expected);
+        prop_assert_eq!(&t, &one_by_one);
+        check_invariants(&t);
+    }
+
+    /// (7) done_range(first, last) leaves the tracker exactly as done() of each opened offset
+    /// in the range, in order, and counts the same: over gaps, done and open offsets, from any
+    /// state.
+    #[test]
+    fn done_range_equals_done_one_by_one(
+        (start, opened) in arb_gapped(),
+        finished in proptest::collection::vec(any::<bool>(), 120),
+        lo in -3i64..130,
+        len in -2i64..130,
+    ) {
+        let mut t = OffsetTracker::new(start);
+        t.open_range(opened.iter().copied()).unwrap();
+        for (&o, &f) in opened.iter().zip(&finished) {
+            if f {
+                t.done(o).unwrap();
+            }
+        }
+        let first = near(start, lo);
+        let last = near(first, len);
+        let mut one_by_one = t.clone();
+        let mut newly = 0;
+        for &o in opened.iter().filter(|&&o| first <= o && o <= last) {
+            newly += usize::from(one_by_one.done(o).unwrap());
+        }
+        prop_assert_eq!(t.done_range(first, last), newly);
+        prop_assert_eq!(&t, &one_by_one);
+        check_invariants(&t);
     }
 }

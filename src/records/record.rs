@@ -49,6 +49,15 @@ impl Span {
     }
 
     #[inline]
+    fn len_or_zero(self) -> usize {
+        if self.len == Span::NULL_LEN {
+            0
+        } else {
+            self.len as usize
+        }
+    }
+
+    #[inline]
     fn range(self) -> Option<Range<usize>> {
         (self.len != Span::NULL_LEN)
             .then(|| self.start as usize..self.start as usize + self.len as usize)
@@ -86,6 +95,13 @@ impl Record {
     #[inline]
     pub fn value(&self) -> Option<&[u8]> {
         self.value.range().and_then(|r| self.buf.get(r))
+    }
+
+    /// The length of the key plus the value, a null one counting 0: what buffer limits count.
+    /// Cheaper than adding up `key()` and `value()`, which also make the slices.
+    #[inline]
+    pub fn payload_len(&self) -> usize {
+        self.key.len_or_zero() + self.value.len_or_zero()
     }
 
     /// The key as a shared [`Bytes`] (no copy).

@@ -63,6 +63,8 @@ fn check_record(record: &Record, base_offset: i64, s: &Spec) {
     assert_eq!(record.timestamp_type, TimestampType::CreateTime);
     assert_eq!(record.key(), s.key.as_deref());
     assert_eq!(record.value(), s.value.as_deref());
+    let payload = s.key.as_ref().map_or(0, Vec::len) + s.value.as_ref().map_or(0, Vec::len);
+    assert_eq!(record.payload_len(), payload, "null key or value counts 0");
     let headers: Vec<(String, Option<Vec<u8>>)> = record
         .headers()
         .iter()

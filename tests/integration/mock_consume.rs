@@ -480,6 +480,161 @@ async fn deferred_acks_in_any_order_commit_only_the_contiguous_done_run() {
     service.addr.send(Shutdown).await.expect("shutdown answers");
 }
 
+/// A batch handler that defers every batch whole and keeps its ack for the test.
+struct DeferringBatches {
+    seen: Arc<Seen>,
+}
+
+impl Actor for DeferringBatches {
+    type Context = Context<Self>;
+}
+
+impl Handler<KafkaBatch> for DeferringBatches {
+    type Result = HandlerResult;
+
+    fn handle(&mut self, batch: KafkaBatch, _: &mut Context<Self>) -> HandlerResult {
+        let mut attempts = self.seen.attempts.lock().expect("lock");
+        attempts.extend(batch.records.iter().map(|r| (batch.partition, r.offset)));
+        self.seen.acks.lock().expect("lock").push(batch.defer());
+        Ok(())
+    }
+}
+
+#[actix::test]
+async fn deferred_batches_acked_out_of_order_commit_only_the_contiguous_run() {
+    let mock = mock();
+    fill(&mock, 0, 12);
+    let seen = Arc::new(Seen::default());
+    let config = ConsumerConfig {
+        max_batch_records: 3,
+        max_in_flight: 100,
+        ..consumer()
+    };
+    let handler = HandlerRef::batches(&DeferringBatches { seen: seen.clone() }.start());
+    let service = start(&mock, config, handler, false).await;
+    let take_acks = |count: usize| {
+        let seen = seen.clone();
+        async move {
+            eventually(Duration::from_secs(10), "batches deferred", || {
+                let n = seen.acks.lock().map(|a| a.len()).unwrap_or(0);
+                async move { (n == count).then_some(()) }
+            })
+            .await;
+            std::mem::take(&mut *seen.acks.lock().expect("lock"))
+                .into_iter()
+                .map(|a| (a.offsets()[0], a))
+                .collect::<BTreeMap<i64, Ack>>()
+        }
+    };
+    let mut acks = take_acks(4).await;
+    assert_eq!(
+        acks.values()
+            .map(|a| a.offsets().to_vec())
+            .collect::<Vec<_>>(),
+        (0..4)
+            .map(|b| (3 * b..3 * b + 3).collect::<Vec<i64>>())
+            .collect::<Vec<_>>()
+    );
+    // The third and the second batch are done: both above the open first one.
+    acks.remove(&6).expect("ack").done();
+    acks.remove(&3).expect("ack").done();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        service.addr.send(CommitNow).await.expect("alive").ok(),
+        Some(())
+    );
+    assert_eq!(committed(&mock).get(&0).copied().unwrap_or(0), 0);
+    // The first batch fails: it comes again, and once done, the run reaches the last batch.
+    acks.remove(&0)
+        .expect("ack")
+        .fail(HandlerError::new("not yet"));
+    let again = take_acks(1).await;
+    assert_eq!(again.keys().copied().collect::<Vec<_>>(), vec![0]);
+    for (_, ack) in again {
+        ack.done();
+    }
+    wait_committed(&mock, [(0, 9)].into_iter().collect(), &service.log).await;
+    acks.remove(&9).expect("ack").done();
+    wait_committed(&mock, [(0, 12)].into_iter().collect(), &service.log).await;
+    let mut expected: Vec<(i32, i64)> = (0..12).map(|o| (0, o)).collect();
+    expected.extend((0..3).map(|o| (0, o)));
+    assert_eq!(seen.attempts(), expected);
+    service.addr.send(Shutdown).await.expect("shutdown answers");
+}
+
+/// A batch handler that fails a batch at each record of `fail` the first time it sees it.
+struct FailingOnce {
+    seen: Arc<Seen>,
+    fail: BTreeSet<i64>,
+}
+
+impl Actor for FailingOnce {
+    type Context = Context<Self>;
+}
+
+impl Handler<KafkaBatch> for FailingOnce {
+    type Result = HandlerResult;
+
+    fn handle(&mut self, batch: KafkaBatch, _: &mut Context<Self>) -> HandlerResult {
+        let mut attempts = self.seen.attempts.lock().expect("lock");
+        for record in &batch.records {
+            attempts.push((batch.partition, record.offset));
+            if self.fail.remove(&record.offset) {
+                return Err(HandlerError::at(record.offset, "once"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[actix::test]
+async fn a_compacted_batch_with_gaps_is_delivered_retried_and_committed_past_its_end() {
+    let mock = mock();
+    // Offsets 0..10, of which compaction kept 0, 1, 2, 5, 6 and 9; then 10 and 11.
+    let mut batch =
+        konsumer::records::BatchBuilder::new(konsumer::compression::Compression::None, None);
+    let no_headers: &[(&str, Option<&[u8]>)] = &[];
+    for delta in [0, 1, 2, 5, 6, 9] {
+        batch.append_at(delta, 1, None, Some(b"kept"), no_headers);
+    }
+    mock.append_raw(TOPIC, 0, batch.build().expect("batch"), 10);
+    fill(&mock, 0, 2);
+    let kept = [0, 1, 2, 5, 6, 9, 10, 11];
+    let seen = Arc::new(Seen::default());
+    let config = ConsumerConfig {
+        max_batch_records: 4,
+        ..consumer()
+    };
+    let handler = HandlerRef::batches(
+        &FailingOnce {
+            seen: seen.clone(),
+            fail: [6].into_iter().collect(),
+        }
+        .start(),
+    );
+    let mut service = start(&mock, config, handler, false).await;
+    wait_committed(&mock, [(0, 12)].into_iter().collect(), &service.log).await;
+    let attempts = seen.attempts();
+    for offset in kept {
+        let n = attempts.iter().filter(|a| **a == (0, offset)).count();
+        // Records before the failed one are done; it is tried again.
+        let expected = if offset < 6 {
+            1
+        } else if offset == 6 {
+            2
+        } else {
+            n.max(1)
+        };
+        assert_eq!(n, expected, "attempts of offset {offset}: {attempts:?}");
+    }
+    assert!(
+        attempts.iter().all(|(_, o)| kept.contains(o)),
+        "a gap was delivered: {attempts:?}"
+    );
+    assert!(service.stopped().is_empty());
+    service.addr.send(Shutdown).await.expect("shutdown answers");
+}
+
 #[actix::test]
 async fn in_order_done_lets_one_ack_cover_every_earlier_record() {
     let mock = mock();
