@@ -5,6 +5,29 @@
 //! and against the broker's host name as the cluster advertises it (also sent as SNI). Handshake
 //! failures are reported as [`Error::Tls`] with the reason rustls found (unknown CA, name
 //! mismatch, expiry, an alert from the broker), never as a bare I/O error.
+//!
+//! TLS and SASL are switched on in the [`ClientConfig`](crate::ClientConfig):
+//!
+//! ```no_run
+//! use konsumer_actors::core::sasl::{SaslConfig, SaslMechanism, Secret};
+//! use konsumer_actors::core::{ClientConfig, TlsConfig};
+//!
+//! # fn main() -> Result<(), konsumer_actors::Error> {
+//! let config = ClientConfig {
+//!     tls: Some(TlsConfig {
+//!         ca_file: Some("/etc/kafka/ca.pem".into()),
+//!         ..TlsConfig::default()
+//!     }),
+//!     sasl: Some(SaslConfig::new(
+//!         SaslMechanism::ScramSha512,
+//!         "orders-service",
+//!         Secret::from_env("KAFKA_PASSWORD")?,
+//!     )),
+//!     ..ClientConfig::new(["kafka-1.example.com:9093"])
+//! };
+//! assert_eq!(config.security_protocol(), "SASL_SSL");
+//! # Ok(()) }
+//! ```
 
 use std::io;
 use std::pin::Pin;

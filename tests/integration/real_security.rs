@@ -184,6 +184,25 @@ async fn each_security_failure_says_what_is_wrong_and_mutual_tls_works() {
         other => panic!("unknown CA: expected a TLS error, got {other}"),
     }
 
+    // The same unknown CA with verification switched off by its loud option: connects, and
+    // says so in the log.
+    let mut config = broker.client(PASSWORD);
+    config.tls = Some(TlsConfig {
+        ca_file: Some(other_ca.write_cert(&other_dir)),
+        danger_accept_invalid_certs: true,
+        ..TlsConfig::default()
+    });
+    let (log, captured) = CapturedLog::new();
+    let cluster = Cluster::connect(config, log)
+        .await
+        .unwrap_or_else(|e| panic!("with verification off: {e}"));
+    cluster.do_send(Close);
+    assert!(
+        captured.contains("TLS CERTIFICATE VERIFICATION IS OFF"),
+        "{:?}",
+        captured.lines()
+    );
+
     // A certificate for another host name, from the right CA.
     let wrong_name_port = free_port();
     let wrong_name = Stunnel::start(
