@@ -812,6 +812,13 @@ impl Reading {
             message.payload(),
         );
     }
+
+    /// The run's figures: the clocks now, then the consumer closed (final commit, LeaveGroup).
+    fn finish<C>(self, start: Snapshot, target: &Target, consumer: C) -> Measured {
+        let end = Snapshot::now(target.broker_pid);
+        drop(consumer);
+        Measured::new(start, self.first_record, end, self.tally)
+    }
 }
 
 /// A stuck run's message.
@@ -853,15 +860,7 @@ fn rdkafka_base(settings: &Settings, target: &Target) -> Result<Measured, String
             None => {}
         }
     }
-    let end = Snapshot::now(target.broker_pid);
-    // Dropping closes the consumer: final commit, LeaveGroup.
-    drop(consumer);
-    Ok(Measured::new(
-        start,
-        reading.first_record,
-        end,
-        reading.tally,
-    ))
+    Ok(reading.finish(start, target, consumer))
 }
 
 /// A `StreamConsumer` read through `stream()` by one task on a current-thread tokio runtime
@@ -894,14 +893,7 @@ fn rdkafka_stream(settings: &Settings, target: &Target) -> Result<Measured, Stri
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(stuck(reading.tally.records, settings)),
         }
-        let end = Snapshot::now(target.broker_pid);
-        drop(consumer);
-        Ok(Measured::new(
-            start,
-            reading.first_record,
-            end,
-            reading.tally,
-        ))
+        Ok(reading.finish(start, target, consumer))
     })
 }
 
