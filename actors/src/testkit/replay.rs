@@ -104,20 +104,40 @@ pub struct ReplayTopic {
 }
 
 /// Record `offset` of `partition`'s value: `len` bytes of JSON-like text (varied as real
-/// events are, so compression sees a realistic ratio), padded with spaces or cut to `len`.
-/// A test checks what it received against this.
+/// events are, so compression sees a realistic ratio), extended by [`pad_json_like`] or cut to
+/// `len`. A test checks what it received against this.
 pub fn replay_value(partition: i32, offset: i64, len: usize) -> Vec<u8> {
     let i = offset.unsigned_abs();
     let mut v = format!(
-        r#"{{"p":{partition},"o":{offset},"user":"u{:05}","amount":{}.{:02},"currency":"EUR","ts":{}}}"#,
+        r#"{{"p":{partition},"o":{offset},"user":"u{:05}","amount":{}.{:02},"currency":"EUR","ts":{}"#,
         (i * 7919) % 100_000,
         (i * 31) % 10_000,
         i % 100,
         BASE_TIMESTAMP.unsigned_abs() + i,
     )
     .into_bytes();
-    v.resize(len, b' ');
+    pad_json_like(&mut v, len, (u64::from(partition.unsigned_abs()) << 40) ^ i);
     v
+}
+
+/// Brings `value` to exactly `len` bytes: cut, or extended with JSON-like `,"fNN":N` fields
+/// drawn from a hash of `seed` and their position and closed with `}` (when it fits), so a
+/// long value compresses about as a real event does rather than to almost nothing, as padding
+/// with one repeated byte would.
+pub fn pad_json_like(value: &mut Vec<u8>, len: usize, seed: u64) {
+    use std::io::Write;
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    while value.len() + 1 < len {
+        // xorshift64*: cheap, and varied enough for a compressor.
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        let h = state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 16;
+        let _ = write!(value, r#","f{:02}":{}"#, h % 32, (h >> 6) % 1_000);
+    }
+    value.truncate(len.saturating_sub(1));
+    value.push(b'}');
+    value.truncate(len);
 }
 
 /// Record `offset` of `partition`'s key (10,000 distinct keys per partition).
@@ -529,5 +549,20 @@ mod tests {
             assert_eq!(record.key(), Some(&replay_key(o)[..]));
             assert_eq!(record.timestamp, BASE_TIMESTAMP + o);
         }
+    }
+
+    #[test]
+    fn padded_values_have_the_asked_length_and_vary() {
+        for len in [0, 1, 5, 60, 100, 1024] {
+            let v = replay_value(2, 77, len);
+            assert_eq!(v.len(), len);
+            if len > 0 {
+                assert_eq!(v.last(), Some(&b'}'));
+            }
+        }
+        let (a, b) = (replay_value(0, 1, 1024), replay_value(0, 2, 1024));
+        // The fields after the common prefix differ from one record to the next.
+        assert_ne!(a[200..], b[200..]);
+        assert_eq!(replay_value(0, 1, 1024)[..59], replay_value(0, 1, 60)[..59]);
     }
 }
