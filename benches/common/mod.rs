@@ -978,6 +978,13 @@ fn run_client(settings: &Settings, target: &Target) -> Result<Measured, String> 
     }
 }
 
+/// The 1, 5 and 15 minute load averages, so a result says how busy the machine was.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
@@ -1062,6 +1069,7 @@ pub fn run_rounds(
             .map_or(0, |d| d.as_millis())
     );
     println!("{}", settings.describe_clients());
+    println!("load average at the start: {}", load_average());
     println!(
         "{:>3}  {:<14} {HEADER} {:>7} {:>7}",
         "run", "client", "user s", "sys s"
@@ -1098,6 +1106,10 @@ pub fn run_rounds(
     if settings.touch {
         println!("records checked: every client saw each record once, in offset order");
     }
+    println!(
+        "load average at the end: {} (other work on the machine makes records/s noisy)",
+        load_average()
+    );
     let rss_start = median(
         runs.iter()
             .map(|(_, r)| r.rss_start_kib as f64 / 1024.0)
