@@ -787,28 +787,5 @@ async fn bench(settings: Settings) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("--child") {
-        return match idle_child(&args[1..]) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(why) => {
-                emit("FAILED", &[("why", why.replace(char::is_whitespace, "_"))]);
-                ExitCode::FAILURE
-            }
-        };
-    }
-    let settings = match Settings::parse(args.into_iter()) {
-        Ok(settings) => settings,
-        Err(error) => {
-            eprintln!("scale bench: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    match actix::System::new().block_on(bench(settings)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("scale bench FAILED: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    latency_scale_support::bench_main("scale", idle_child, Settings::parse, bench)
 }

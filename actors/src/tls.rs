@@ -47,8 +47,12 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
+/// The ring provider, made once per process.
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
 }
 
 /// Fresh random bytes from the TLS provider's secure generator (for SCRAM nonces): keeps a
@@ -238,18 +242,15 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// say for certain that the listener wants TLS instead of guessing.
 pub async fn speaks_tls(broker: &str) -> bool {
     let probe = async {
+        // Any certificate will do: the question is only whether the listener speaks TLS.
+        let any = TlsConnector::new(&TlsConfig {
+            danger_accept_invalid_certs: true,
+            ..TlsConfig::default()
+        })
+        .ok()?;
         let tcp = TcpStream::connect(broker).await.ok()?;
-        let config = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .ok()?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
-            .with_no_client_auth();
         let name = ServerName::try_from(host_of(broker).to_owned()).ok()?;
-        match tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
-        {
+        match any.connector.connect(name, tcp).await {
             Ok(_) => Some(true),
             // An alert is TLS too (e.g. a listener that requires a client certificate).
             Err(error) => Some(matches!(

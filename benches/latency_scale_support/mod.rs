@@ -9,8 +9,9 @@
 #![allow(dead_code)] // each bench uses its own part of this module
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 /// Nanoseconds since the UNIX epoch (CLOCK_REALTIME): comparable between processes of one
@@ -229,4 +230,42 @@ pub fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "?".into())
+}
+
+/// The `main` of both benches: `--child ARGS` runs `child` (reporting a failure to the parent
+/// as a `FAILED` message); anything else is parsed by `parse` (exit code 2 on a bad argument)
+/// and run by `bench` on an actix system.
+pub fn bench_main<S, Fut>(
+    name: &str,
+    child: impl FnOnce(&[String]) -> Result<(), String>,
+    parse: impl FnOnce(std::vec::IntoIter<String>) -> Result<S, String>,
+    bench: impl FnOnce(S) -> Fut,
+) -> ExitCode
+where
+    Fut: Future<Output = Result<(), String>>,
+{
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--child") {
+        return match child(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(why) => {
+                emit("FAILED", &[("why", why.replace(char::is_whitespace, "_"))]);
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let settings = match parse(args.into_iter()) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("{name} bench: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match actix::System::new().block_on(bench(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{name} bench FAILED: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
