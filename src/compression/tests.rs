@@ -634,6 +634,118 @@ fn lz4_frames_lz4_flex_would_mishandle_are_corrupt() {
     }
 }
 
+/// Frames of independent blocks decode block by block in `lz4` (no `FrameDecoder`); every
+/// frame option must read back as lz4_flex's own decoder reads it, and every checksum, size
+/// and reserved bit must still be checked on that path.
+fn lz4_frame(
+    input: &[u8],
+    block_size: lz4_flex::frame::BlockSize,
+    block_checksums: bool,
+    content_checksum: bool,
+    content_size: bool,
+) -> Vec<u8> {
+    use std::io::Write;
+    let info = lz4_flex::frame::FrameInfo::new()
+        .block_size(block_size)
+        .block_mode(lz4_flex::frame::BlockMode::Independent)
+        .block_checksums(block_checksums)
+        .content_checksum(content_checksum)
+        .content_size(content_size.then_some(input.len() as u64));
+    let mut encoder = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::new());
+    encoder.write_all(input).expect("in memory");
+    encoder.finish().expect("in memory")
+}
+
+fn lz4_flex_reads(frame: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    lz4_flex::frame::FrameDecoder::new(frame)
+        .read_to_end(&mut out)
+        .expect("lz4_flex reads its own frame");
+    out
+}
+
+#[test]
+fn independent_block_frames_decode_as_lz4_flex_reads_them() {
+    use lz4_flex::frame::BlockSize;
+    let data = sample(300_000);
+    for block_size in [BlockSize::Max64KB, BlockSize::Max256KB, BlockSize::Max1MB] {
+        for flags in 0..8u8 {
+            let (bc, cc, cs) = (flags & 1 != 0, flags & 2 != 0, flags & 4 != 0);
+            let frame = lz4_frame(&data, block_size, bc, cc, cs);
+            let what =
+                format!("{block_size:?} block checksums {bc} content checksum {cc} size {cs}");
+            assert_eq!(lz4_flex_reads(&frame), data, "{what}");
+            assert_eq!(
+                decompress(Compression::Lz4, &frame, 1 << 20).as_deref(),
+                Ok(&data[..]),
+                "{what}"
+            );
+            assert!(
+                is_too_large(&decompress(Compression::Lz4, &frame, data.len() - 1)),
+                "{what}"
+            );
+        }
+    }
+    // Incompressible data is stored in uncompressed blocks.
+    let noise: Vec<u8> = (0..200_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let frame = lz4_frame(&noise, BlockSize::Max64KB, true, true, false);
+    assert_eq!(
+        decompress(Compression::Lz4, &frame, 1 << 20),
+        Ok(noise.clone())
+    );
+    assert!(is_too_large(&decompress(
+        Compression::Lz4,
+        &frame,
+        noise.len() - 1
+    )));
+}
+
+#[test]
+fn independent_block_frames_still_check_everything() {
+    use lz4_flex::frame::BlockSize;
+    let data = sample(150_000);
+    let flip = |frame: &[u8], at: usize| {
+        let mut f = frame.to_vec();
+        f[at] ^= 0x01;
+        f
+    };
+    let both = lz4_frame(&data, BlockSize::Max64KB, true, true, true);
+    let header_len = 4 + 2 + 8 + 1;
+    let first_block = u32::from_le_bytes(both[header_len..header_len + 4].try_into().expect("4"));
+    let first_block_end = header_len + 4 + (first_block & 0x7fff_ffff) as usize;
+    let cases = [
+        ("header checksum", flip(&both, header_len - 1)),
+        ("content size", flip(&both, 6)),
+        ("content size with its header checksum", {
+            let mut f = flip(&both, 6);
+            f[header_len - 1] = lz4::header_checksum(&f[4..header_len - 1]);
+            f
+        }),
+        ("block checksum", flip(&both, first_block_end)),
+        ("block contents", flip(&both, first_block_end - 1)),
+        ("content checksum", flip(&both, both.len() - 1)),
+        ("reserved FLG bit", {
+            let mut f = both.clone();
+            f[4] |= 0b10;
+            f[header_len - 1] = lz4::header_checksum(&f[4..header_len - 1]);
+            f
+        }),
+        ("reserved BD bit", {
+            let mut f = both.clone();
+            f[5] |= 0b1;
+            f[header_len - 1] = lz4::header_checksum(&f[4..header_len - 1]);
+            f
+        }),
+    ];
+    for (what, frame) in cases {
+        let result = decompress(Compression::Lz4, &frame, 1 << 20);
+        assert!(is_corrupt(&result), "{what}: {:?}", result.map(|v| v.len()));
+    }
+}
+
 #[test]
 fn empty_payloads_decode_only_for_none() {
     assert_eq!(decompress(Compression::None, b"", 0), Ok(Vec::new()));
