@@ -1,27 +1,50 @@
-//! The sidechannel record: a member giving up a partition during a rebalance tells the next
-//! owner which offset it has really finished (the seeds' SidechannelTopic).
+//! The sidechannel record: who owns a partition of a group, and which offset its owner has
+//! really finished (the seeds' SidechannelTopic, extended with ownership claims).
 //!
 //! Why: once a rebalance has begun, a member's commit may come too late (its generation is
 //! gone), and the next owner would re-read everything since the last commit. The handover
 //! goes through a compacted topic instead, where the next owner reads it before starting.
 //!
+//! Why claims: a broker may hand a partition to its next owner before the previous owner has
+//! noticed the rebalance (a zombie member whose session lapsed, or a broker without Kafka's
+//! join barrier, such as tansu). Every owner therefore writes an [`HandoverKind::Owned`] record
+//! before it delivers a partition's first record, and a [`HandoverKind::Released`] one once it
+//! has stopped. A new owner that finds another member's claim still standing waits for that
+//! member's release (bounded) instead of reading the same records at the same time; an owner
+//! that finds a claim of a newer generation stands down ([`Verdict::Fenced`]).
+//!
 //! Layout (big-endian, hand-written because it is tiny, fixed and must never change meaning
 //! between versions of konsumer that share a group):
 //! - key: `i16 len, group, i16 len, topic, i32 partition` — one key per group partition, so
-//!   compaction keeps each partition's newest handover.
-//! - value: `i8 version (1), i32 generation, i64 offset, i16 len, member id`.
+//!   compaction keeps each partition's newest record.
+//! - value, version 1 (a release): `i8 1, i32 generation, i64 offset, i16 len, member id`.
+//! - value, version 2: `i8 2, i8 kind (0 released, 1 owned), i32 generation, i64 offset,
+//!   i16 len, member id`.
 //!
 //! Every record of a group goes to the sidechannel partition [`partition_of`] picks, so a
 //! member reads one partition only; records of other groups sharing it are told apart by key.
+
+use std::collections::BTreeMap;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::error::Error;
 use crate::partitioner::partition_for_key;
 
-const VERSION: i8 = 1;
+const VERSION_RELEASE_ONLY: i8 = 1;
+const VERSION: i8 = 2;
 
-/// One partition handed over: `offset` is the next record to consume (everything below it is
+/// Whether the writer still holds the partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HandoverKind {
+    /// The writer has stopped delivering the partition: `offset` is final.
+    Released,
+    /// The writer delivers the partition (a claim when it starts, progress during a
+    /// rebalance): `offset` is done so far, and more may follow.
+    Owned,
+}
+
+/// One partition's record: `offset` is the next record to consume (everything below it is
 /// done), as the member `member_id` knew it in `generation`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Handover {
@@ -31,6 +54,7 @@ pub struct Handover {
     pub generation: i32,
     pub offset: i64,
     pub member_id: String,
+    pub kind: HandoverKind,
 }
 
 /// The sidechannel partition that carries `group`'s records (murmur2 of the group id, as the
@@ -49,8 +73,12 @@ impl Handover {
     }
 
     pub fn value(&self) -> Bytes {
-        let mut value = BytesMut::with_capacity(15 + self.member_id.len());
+        let mut value = BytesMut::with_capacity(16 + self.member_id.len());
         value.put_i8(VERSION);
+        value.put_i8(match self.kind {
+            HandoverKind::Released => 0,
+            HandoverKind::Owned => 1,
+        });
         value.put_i32(self.generation);
         value.put_i64(self.offset);
         put_str(&mut value, &self.member_id);
@@ -75,10 +103,16 @@ impl Handover {
         if v.remaining() < 1 {
             return Err(bad("empty value"));
         }
-        let version = v.get_i8();
-        if version != VERSION {
-            return Err(bad(&format!("unknown version {version}")));
-        }
+        let kind = match v.get_i8() {
+            VERSION_RELEASE_ONLY => HandoverKind::Released,
+            VERSION => match v.has_remaining().then(|| v.get_i8()) {
+                Some(0) => HandoverKind::Released,
+                Some(1) => HandoverKind::Owned,
+                Some(other) => return Err(bad(&format!("unknown kind {other}"))),
+                None => return Err(bad("value lacks the kind")),
+            },
+            version => return Err(bad(&format!("unknown version {version}"))),
+        };
         if v.remaining() < 12 {
             return Err(bad("value too short"));
         }
@@ -95,8 +129,152 @@ impl Handover {
             generation,
             offset,
             member_id,
+            kind,
         })
     }
+}
+
+/// What a member may do with a partition it has been assigned, from the sidechannel records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Start; `handed` is the newest usable finished offset found (if any), to be weighed
+    /// against the committed offset.
+    Start { handed: Option<i64> },
+    /// `owner` claimed the partition in `generation` and has not released it: it may still
+    /// be delivering records. Wait for its release (bounded by the caller).
+    Wait { owner: String, generation: i32 },
+    /// `owner` claimed the partition in a newer generation than ours: our assignment is
+    /// stale, so we must not deliver the partition.
+    Fenced { owner: String, generation: i32 },
+}
+
+/// The sidechannel records of one group partition, as far as they have been read: the newest
+/// record of each member, and each member's newest claim. Bounded by the members that ever
+/// held the partition while this member lived.
+#[derive(Debug, Clone, Default)]
+pub struct Ownership {
+    members: BTreeMap<String, MemberRecords>,
+}
+
+#[derive(Debug, Clone)]
+struct MemberRecords {
+    /// The member's newest records with their sidechannel offsets, oldest first: the last
+    /// one says whether it still holds the partition; an earlier one may be the newest usable
+    /// (a member's own release stays usable after its next claim).
+    recent: Vec<(Handover, i64)>,
+    /// The generation and sidechannel offset of its newest claim.
+    last_claim: Option<(i32, i64)>,
+}
+
+/// Records kept per member and partition.
+const RECENT_RECORDS: usize = 4;
+
+impl MemberRecords {
+    fn latest(&self) -> &(Handover, i64) {
+        // Never empty: made with one record, and trimmed from the front only.
+        &self.recent[self.recent.len() - 1]
+    }
+}
+
+impl Ownership {
+    /// Takes in a record read at sidechannel offset `at` (records arrive in log order).
+    pub fn record(&mut self, handover: Handover, at: i64) {
+        let claim = (handover.kind == HandoverKind::Owned).then_some((handover.generation, at));
+        match self.members.get_mut(&handover.member_id) {
+            Some(known) if known.latest().1 >= at => {}
+            Some(known) => {
+                known.last_claim = claim.or(known.last_claim);
+                known.recent.push((handover, at));
+                if known.recent.len() > RECENT_RECORDS {
+                    known.recent.remove(0);
+                }
+            }
+            None => {
+                self.members.insert(
+                    handover.member_id.clone(),
+                    MemberRecords {
+                        recent: vec![(handover, at)],
+                        last_claim: claim,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Members other than `me` whose newest record claims the partition, unless a third
+    /// member claimed it later in a newer generation (that member took it over from them:
+    /// waited for them or gave up on them): `(member, generation)`.
+    fn standing_claims<'a>(&'a self, me: &'a str) -> impl Iterator<Item = (&'a str, i32)> + 'a {
+        self.members.iter().filter_map(move |(member, records)| {
+            let (latest, at) = records.latest();
+            if member == me || latest.kind != HandoverKind::Owned {
+                return None;
+            }
+            let superseded = self.members.iter().any(|(other, r)| {
+                other != member
+                    && other != me
+                    && r.last_claim
+                        .is_some_and(|(g, claimed_at)| claimed_at > *at && g > latest.generation)
+            });
+            (!superseded).then_some((member.as_str(), latest.generation))
+        })
+    }
+
+    /// What `me`, assigned the partition in `generation`, may do now. `round_start` is the
+    /// sidechannel offset where this member's current rebalance began (records from then on
+    /// are meant for it); `owners_gone` is set once the caller has waited long enough for
+    /// standing claims: their owners are then presumed dead, and their progress is used.
+    ///
+    /// A finished offset is usable if its writer held the partition in the generation just
+    /// before, or wrote it during this rebalance (a broker may form several generations in
+    /// one rebalance); anything older may predate a rewind and is ignored.
+    pub fn verdict(
+        &self,
+        me: &str,
+        generation: i32,
+        round_start: Option<i64>,
+        owners_gone: bool,
+    ) -> Verdict {
+        let standing: Vec<(&str, i32)> = self.standing_claims(me).collect();
+        if let Some((owner, g)) = standing
+            .iter()
+            .filter(|(_, g)| *g > generation)
+            .max_by_key(|(_, g)| *g)
+        {
+            return Verdict::Fenced {
+                owner: (*owner).to_owned(),
+                generation: *g,
+            };
+        }
+        if !owners_gone {
+            if let Some((owner, g)) = standing.first() {
+                return Verdict::Wait {
+                    owner: (*owner).to_owned(),
+                    generation: *g,
+                };
+            }
+        }
+        let handed = self
+            .members
+            .values()
+            .filter_map(|r| {
+                r.recent
+                    .iter()
+                    .rev()
+                    .find(|(h, at)| h.offset >= 0 && usable(h, *at, generation, round_start))
+            })
+            .max_by_key(|(h, at)| (h.generation, *at))
+            .map(|(h, _)| h.offset);
+        Verdict::Start { handed }
+    }
+}
+
+/// Whether a record (written at sidechannel offset `at`) may start a partition in
+/// `generation`: written in the generation just before, or during this member's current
+/// rebalance by an owner of an earlier one.
+pub fn usable(handover: &Handover, at: i64, generation: i32, round_start: Option<i64>) -> bool {
+    handover.generation < generation
+        && (handover.generation == generation - 1 || round_start.is_some_and(|start| at >= start))
 }
 
 fn put_str(buf: &mut BytesMut, s: &str) {
@@ -132,7 +310,210 @@ mod tests {
             generation: 12,
             offset: 40_000,
             member_id: "konsumer-1-3f2a".into(),
+            kind: HandoverKind::Owned,
         }
+    }
+
+    #[test]
+    fn both_kinds_read_back_and_version_1_is_a_release() {
+        let mut h = sample();
+        for kind in [HandoverKind::Owned, HandoverKind::Released] {
+            h.kind = kind;
+            assert_eq!(Handover::decode(&h.key(), &h.value(), 0).expect("valid"), h);
+        }
+        // What konsumer wrote before claims existed: version 1, always a release.
+        let mut v1 = BytesMut::new();
+        v1.put_i8(1);
+        v1.put_i32(12);
+        v1.put_i64(40_000);
+        put_str(&mut v1, "konsumer-1-3f2a");
+        assert_eq!(
+            Handover::decode(&h.key(), &v1, 0).expect("valid"),
+            Handover {
+                kind: HandoverKind::Released,
+                ..sample()
+            }
+        );
+    }
+
+    fn rec(member: &str, generation: i32, offset: i64, kind: HandoverKind) -> Handover {
+        Handover {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 0,
+            generation,
+            offset,
+            member_id: member.into(),
+            kind,
+        }
+    }
+
+    fn log(records: &[(&str, i32, i64, HandoverKind)]) -> Ownership {
+        let mut ownership = Ownership::default();
+        for (at, (member, generation, offset, kind)) in records.iter().enumerate() {
+            ownership.record(rec(member, *generation, *offset, *kind), at as i64 + 100);
+        }
+        ownership
+    }
+
+    use HandoverKind::{Owned, Released};
+
+    #[test]
+    fn nothing_known_starts_at_the_committed_offset() {
+        let empty = Ownership::default();
+        assert_eq!(
+            empty.verdict("me", 5, Some(0), false),
+            Verdict::Start { handed: None }
+        );
+    }
+
+    #[test]
+    fn a_release_of_the_previous_generation_is_where_to_start() {
+        let o = log(&[("a", 4, 10, Owned), ("a", 4, 250, Released)]);
+        assert_eq!(
+            o.verdict("me", 5, None, false),
+            Verdict::Start { handed: Some(250) }
+        );
+        // Older generations only count when written during this member's rebalance.
+        assert_eq!(
+            o.verdict("me", 7, None, false),
+            Verdict::Start { handed: None }
+        );
+        assert_eq!(
+            o.verdict("me", 7, Some(101), false),
+            Verdict::Start { handed: Some(250) }
+        );
+        assert_eq!(
+            o.verdict("me", 7, Some(102), false),
+            Verdict::Start { handed: None }
+        );
+    }
+
+    #[test]
+    fn a_standing_claim_is_waited_for_until_its_owner_is_presumed_gone() {
+        let o = log(&[("a", 4, 10, Owned), ("a", 4, 180, Owned)]);
+        assert_eq!(
+            o.verdict("me", 6, Some(0), false),
+            Verdict::Wait {
+                owner: "a".into(),
+                generation: 4
+            }
+        );
+        // Presumed dead: its progress is the best there is.
+        assert_eq!(
+            o.verdict("me", 6, Some(0), true),
+            Verdict::Start { handed: Some(180) }
+        );
+        // Its release ends the wait.
+        let mut released = o.clone();
+        released.record(rec("a", 4, 200, Released), 300);
+        assert_eq!(
+            released.verdict("me", 6, Some(0), false),
+            Verdict::Start { handed: Some(200) }
+        );
+    }
+
+    #[test]
+    fn a_claim_of_a_newer_generation_fences_the_stale_member() {
+        let o = log(&[("a", 4, 10, Released), ("c", 8, 10, Owned)]);
+        assert_eq!(
+            o.verdict("me", 6, Some(0), false),
+            Verdict::Fenced {
+                owner: "c".into(),
+                generation: 8
+            }
+        );
+        // Even once owners are presumed gone: fencing is never waited out.
+        assert!(matches!(
+            o.verdict("me", 6, Some(0), true),
+            Verdict::Fenced { .. }
+        ));
+    }
+
+    #[test]
+    fn racing_claims_resolve_to_one_owner() {
+        // "r" (generation 4) and "me" (generation 6) both claimed after the same release.
+        let o = log(&[
+            ("z", 2, 50, Released),
+            ("r", 4, 50, Owned),
+            ("me", 6, 50, Owned),
+        ]);
+        assert!(matches!(
+            o.verdict("r", 4, Some(0), false),
+            Verdict::Fenced { .. }
+        ));
+        assert_eq!(
+            o.verdict("me", 6, Some(0), false),
+            Verdict::Wait {
+                owner: "r".into(),
+                generation: 4
+            }
+        );
+        // "r" stands down and releases what it never delivered.
+        let mut settled = o.clone();
+        settled.record(rec("r", 4, 50, Released), 200);
+        assert_eq!(
+            settled.verdict("me", 6, Some(0), false),
+            Verdict::Start { handed: Some(50) }
+        );
+    }
+
+    #[test]
+    fn own_records_are_never_waited_for() {
+        let o = log(&[("me", 3, 70, Owned)]);
+        assert_eq!(
+            o.verdict("me", 5, Some(0), false),
+            Verdict::Start { handed: Some(70) }
+        );
+    }
+
+    #[test]
+    fn a_claim_taken_over_in_a_newer_generation_is_no_longer_waited_for() {
+        // "a" died holding the partition; "c" waited, gave up, claimed and released it.
+        let o = log(&[
+            ("a", 3, 10, Owned),
+            ("c", 5, 10, Owned),
+            ("c", 5, 90, Released),
+        ]);
+        assert_eq!(
+            o.verdict("me", 6, Some(0), false),
+            Verdict::Start { handed: Some(90) }
+        );
+        // A later claim in an older generation takes nothing over.
+        let o = log(&[
+            ("a", 5, 10, Owned),
+            ("c", 3, 10, Owned),
+            ("c", 3, 10, Released),
+        ]);
+        assert!(matches!(
+            o.verdict("me", 6, Some(0), false),
+            Verdict::Wait { .. }
+        ));
+    }
+
+    #[test]
+    fn a_members_own_release_stays_usable_after_its_next_claim() {
+        // "me" released at 25 in generation 1 and has just claimed it again in generation 2.
+        let o = log(&[
+            ("me", 1, 0, Owned),
+            ("me", 1, 25, Released),
+            ("me", 2, 25, Owned),
+        ]);
+        assert_eq!(
+            o.verdict("me", 2, None, false),
+            Verdict::Start { handed: Some(25) }
+        );
+    }
+
+    #[test]
+    fn records_read_out_of_order_keep_the_newest() {
+        let mut o = Ownership::default();
+        o.record(rec("a", 4, 90, Released), 200);
+        o.record(rec("a", 4, 10, Owned), 100);
+        assert_eq!(
+            o.verdict("me", 5, None, false),
+            Verdict::Start { handed: Some(90) }
+        );
     }
 
     #[test]
@@ -181,8 +562,9 @@ mod tests {
         #[test]
         fn any_handover_round_trips(group in ".{0,40}", topic in "[a-z._-]{1,40}",
             partition in any::<i32>(), generation in any::<i32>(), offset in any::<i64>(),
-            member in ".{0,60}") {
-            let h = Handover { group, topic, partition, generation, offset, member_id: member };
+            member in ".{0,60}", owned in any::<bool>()) {
+            let h = Handover { group, topic, partition, generation, offset, member_id: member,
+                kind: if owned { HandoverKind::Owned } else { HandoverKind::Released } };
             prop_assert_eq!(Handover::decode(&h.key(), &h.value(), 0).expect("valid"), h);
         }
 

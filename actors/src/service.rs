@@ -59,7 +59,8 @@ use crate::messages::{
 };
 use crate::partition_tracker::PartitionTracker;
 use crate::producer::Producer;
-use crate::sidechannel::{LookupHandover, PublishHandover, RebalanceBegins, Sidechannel};
+use crate::sidechannel::{PublishHandover, RebalanceBegins, Sidechannel, TakeOver, TakenOver};
+use konsumer::sidechannel::HandoverKind;
 
 /// What the service tells the user: the group's events, and the life of each partition.
 #[derive(Debug, Clone)]
@@ -486,7 +487,8 @@ impl ConsumerService {
     }
 
     /// Starts consuming newly assigned partitions where the starting-offset hook says
-    /// (default: the committed offset, else the reset policy).
+    /// (default: the committed offset, else the reset policy), after the sidechannel's
+    /// take-over (newer handed-over offsets, previous owners' releases, claims).
     fn claim(
         &mut self,
         generation: i32,
@@ -497,22 +499,36 @@ impl ConsumerService {
         let hooks = self.hooks.clone();
         let config = self.consumer.clone();
         let sidechannel = self.sidechannel.clone();
+        let member_id = self.member_id.clone();
+        let claimant = member_id.clone();
+        let owner_wait = self.group.session_timeout;
         let log = self.log.clone();
         let work = async move {
-            let handed = match sidechannel {
+            let taken = match &sidechannel {
                 Some(side) if !committed.is_empty() => side
-                    .send(LookupHandover {
+                    .send(TakeOver {
                         generation,
-                        partitions: committed.keys().cloned().collect(),
+                        member_id,
+                        committed: committed.clone(),
+                        owner_wait,
                     })
                     .await
-                    .unwrap_or_default(),
-                _ => PartitionOffsets::new(),
+                    .unwrap_or_else(|_| TakenOver {
+                        start: committed.keys().map(|k| (k.clone(), None)).collect(),
+                        fenced: Vec::new(),
+                    }),
+                _ => TakenOver {
+                    start: committed.keys().map(|k| (k.clone(), None)).collect(),
+                    fenced: Vec::new(),
+                },
             };
             let mut starts = Vec::new();
-            for ((topic, partition), offset) in committed {
-                let committed = offset.filter(|o| *o >= 0);
-                let handed = handed.get(&(topic.clone(), partition)).copied();
+            for ((topic, partition), handed) in taken.start {
+                let committed = committed
+                    .get(&(topic.clone(), partition))
+                    .copied()
+                    .flatten()
+                    .filter(|o| *o >= 0);
                 let newest = match (committed, handed) {
                     (Some(c), Some(h)) if h > c => {
                         info!(log, "starting after the previous owner's handover";
@@ -529,7 +545,27 @@ impl ConsumerService {
             }
             starts
         };
-        ctx.spawn(work.into_actor(self).map(|starts, act, ctx| {
+        ctx.spawn(work.into_actor(self).map(move |starts, act, ctx| {
+            if act.generation != generation || act.rebalancing || act.shutting_down {
+                // The group moved on while the take-over waited: these partitions may be
+                // someone else's now. Withdraw the claims so their next owner need not wait.
+                let withdrawn: PartitionOffsets<i64> = starts
+                    .iter()
+                    .filter_map(|(t, p, start)| Some(((t.clone(), *p), *start.as_ref().ok()?)))
+                    .collect();
+                info!(act.log, "take-over outdated: partitions not started";
+                    "generation" => generation, "now" => act.generation,
+                    "count" => starts.len());
+                if let (Some(side), false) = (&act.sidechannel, withdrawn.is_empty()) {
+                    side.do_send(PublishHandover {
+                        generation,
+                        member_id: claimant,
+                        offsets: withdrawn,
+                        kind: HandoverKind::Released,
+                    });
+                }
+                return;
+            }
             for (topic, partition, start) in starts {
                 match start {
                     Ok(offset) => act.start_partition(topic, partition, offset, ctx),
@@ -737,10 +773,12 @@ impl ConsumerService {
             .map(|(key, offset)| (key.clone(), offset))
             .collect();
         if !offsets.is_empty() {
+            // Still owned: the next owner waits for the release all the same.
             side.do_send(PublishHandover {
                 generation: self.generation,
                 member_id: self.member_id.clone(),
                 offsets,
+                kind: HandoverKind::Owned,
             });
         }
     }
@@ -969,11 +1007,11 @@ impl Handler<Release> for ConsumerService {
             }
         }
         info!(self.log, "releasing partitions"; "count" => drains.len(), "lost" => release.lost);
-        // A lost member's generation is gone: nobody would take its handover.
+        // Published even by a lost member: whoever took the partitions over waits for it.
         let handover = self
             .sidechannel
             .clone()
-            .filter(|_| !release.lost && release.generation >= 0 && !self.member_id.is_empty())
+            .filter(|_| release.generation >= 0 && !self.member_id.is_empty())
             .map(|side| (side, self.member_id.clone(), release.generation));
         let log = self.log.clone();
         let work = async move {
@@ -989,6 +1027,7 @@ impl Handler<Release> for ConsumerService {
                         generation,
                         member_id,
                         offsets: offsets.iter().map(|(k, c)| (k.clone(), c.offset)).collect(),
+                        kind: HandoverKind::Released,
                     });
                     match tokio::time::timeout(HANDOVER_TIMEOUT, publish).await {
                         Ok(Ok(Ok(()))) => {}

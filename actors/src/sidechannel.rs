@@ -8,14 +8,16 @@
 //! before the group can complete the rebalance that gives the partition away.
 //!
 //! - [`PublishHandover`]: one record per partition (core [`Handover`]: group, topic,
-//!   partition, generation, offset, member id), to the group's sidechannel partition,
-//!   acknowledged before the answer.
-//! - [`LookupHandover`]: reads the group's sidechannel partition until every asked partition has
-//!   its handover from the previous generation (at most `sidechannel_wait`: a previous owner
-//!   may not have noticed the rebalance yet) and answers those offsets. A handover counts if
-//!   its writer owned the partition in the generation just before, or if it was written during
-//!   this member's current rebalance ([`RebalanceBegins`]; a broker may form several
-//!   generations in one rebalance). Anything else is stale: it may predate a rewind.
+//!   partition, generation, offset, member id, and whether the member still owns it),
+//!   to the group's sidechannel partition, acknowledged before the answer.
+//! - [`TakeOver`]: before a member delivers newly assigned partitions. Reads the group's
+//!   sidechannel partition and decides per partition with [`Ownership::verdict`]: start
+//!   (from the newest usable finished offset), wait for a previous owner whose claim still
+//!   stands (at most `owner_wait`: it may not have noticed the rebalance yet), or stand down
+//!   because a newer generation claimed it. Then it claims the partitions it will start and
+//!   reads again, so two members that decided at the same moment find each other: the older
+//!   generation stands down (and releases), the newer waits for that release. A partition
+//!   with no record at all waits at most `sidechannel_wait` for a late one.
 //!
 //! The actor reads only from the end the partition had when the service started: a handover
 //! from before this member existed cannot be meant for it.
@@ -30,7 +32,7 @@ use konsumer::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTop
 use konsumer::kafka_protocol::messages::{FetchRequest, TopicName};
 use konsumer::kafka_protocol::protocol::StrBytes;
 use konsumer::records::{decode_fetched, DecodeOptions, Isolation, PartitionFetch};
-use konsumer::sidechannel::{partition_of, Handover};
+use konsumer::sidechannel::{partition_of, Handover, HandoverKind, Ownership, Verdict};
 use konsumer::{Context as ErrorContext, Error, KafkaCode};
 use slog::{debug, info, warn, Logger};
 use tokio::time::Instant;
@@ -58,22 +60,39 @@ pub struct PublishHandover {
     pub member_id: String,
     /// Per partition: the next offset to consume (everything below is done).
     pub offsets: PartitionOffsets<i64>,
+    /// Released (stopped) or still owned (progress during a rebalance).
+    pub kind: HandoverKind,
 }
 
 impl Message for PublishHandover {
     type Result = Result<(), Error>;
 }
 
-/// The offsets handed over for `partitions` by their owners in `generation - 1`.
+/// Takes over newly assigned partitions: decides, claims and verifies (see the module doc).
 #[derive(Debug, Clone)]
-pub struct LookupHandover {
+pub struct TakeOver {
     /// The generation the asking member has just joined.
     pub generation: i32,
-    pub partitions: Vec<(String, i32)>,
+    pub member_id: String,
+    /// The claimed partitions with their committed offsets (None: nothing committed).
+    pub committed: PartitionOffsets<Option<i64>>,
+    /// How long to wait for a previous owner whose claim still stands before presuming it
+    /// dead: a live member learns of a rebalance within its session timeout.
+    pub owner_wait: Duration,
 }
 
-impl Message for LookupHandover {
-    type Result = PartitionOffsets<i64>;
+/// What [`TakeOver`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TakenOver {
+    /// Partitions to start, with the finished offset handed over by a previous owner (to be
+    /// weighed against the committed one), if any.
+    pub start: PartitionOffsets<Option<i64>>,
+    /// Partitions a newer generation has claimed: not to be started.
+    pub fenced: Vec<(String, i32)>,
+}
+
+impl Message for TakeOver {
+    type Result = TakenOver;
 }
 
 /// The sidechannel of one group member. Made with [`Sidechannel::open`].
@@ -87,8 +106,8 @@ pub struct Sidechannel {
     wait: Duration,
     /// The next sidechannel offset to read.
     position: i64,
-    /// The newest handover seen per partition of the group, with its sidechannel offset.
-    seen: PartitionOffsets<(Handover, i64)>,
+    /// The records read so far, per partition of the group.
+    seen: PartitionOffsets<Ownership>,
     /// The sidechannel's end when this member's current rebalance began: handovers written
     /// since belong to this rebalance, whatever generation their writer owned.
     round_start: Option<i64>,
@@ -138,33 +157,24 @@ impl Sidechannel {
     }
 }
 
-/// Keeps the newest handover per partition of `group`: the highest generation, the later
-/// record on a tie.
-fn remember(
-    seen: &mut PartitionOffsets<(Handover, i64)>,
+/// Takes in the records read, for `group`'s partitions only (other groups may share the
+/// sidechannel partition); unreadable ones are logged and skipped.
+fn take_in(
+    seen: &mut PartitionOffsets<Ownership>,
     group: &str,
-    handover: Handover,
-    at: i64,
+    records: &[(i64, Vec<u8>, Vec<u8>)],
+    log: &Logger,
 ) {
-    if handover.group != group {
-        return; // another group sharing the sidechannel partition
-    }
-    let key = (handover.topic.clone(), handover.partition);
-    match seen.get(&key) {
-        Some((known, _)) if known.generation > handover.generation => {}
-        _ => {
-            seen.insert(key, (handover, at));
+    for (at, key, value) in records {
+        match Handover::decode(key, value, *at) {
+            Ok(handover) if handover.group == group => {
+                let partition = (handover.topic.clone(), handover.partition);
+                seen.entry(partition).or_default().record(handover, *at);
+            }
+            Ok(_) => {}
+            Err(error) => warn!(log, "unreadable sidechannel record skipped"; "error" => %error),
         }
     }
-}
-
-/// Whether a handover (written at sidechannel offset `at`) may start a partition in
-/// `generation`: written by the owner in the generation just before, or during this member's
-/// current rebalance by an owner of an earlier one (brokers may form several generations in
-/// one rebalance, tansu does). Anything else is stale: it may predate a rewind.
-fn usable(handover: &Handover, at: i64, generation: i32, round_start: Option<i64>) -> bool {
-    handover.generation < generation
-        && (handover.generation == generation - 1 || round_start.is_some_and(|start| at >= start))
 }
 
 async fn partition_count(cluster: &Addr<Cluster>, topic: &str) -> Result<Option<i32>, Error> {
@@ -295,119 +305,276 @@ impl Actor for Sidechannel {
     type Context = Context<Self>;
 }
 
+/// What a take-over's future needs of the actor: where the group's records go.
+#[derive(Clone)]
+struct Channel {
+    cluster: Addr<Cluster>,
+    producer: Addr<Producer>,
+    group: String,
+    topic: String,
+    partition: i32,
+    log: Logger,
+}
+
+impl Channel {
+    /// Writes one record per partition and waits for every acknowledgement.
+    async fn publish(
+        &self,
+        generation: i32,
+        member_id: &str,
+        offsets: PartitionOffsets<i64>,
+        kind: HandoverKind,
+    ) -> Result<(), Error> {
+        let count = offsets.len();
+        let records = offsets.into_iter().map(|((topic, partition), offset)| {
+            let handover = Handover {
+                group: self.group.clone(),
+                topic,
+                partition,
+                generation,
+                offset,
+                member_id: member_id.to_owned(),
+                kind,
+            };
+            ProducerRecord {
+                topic: self.topic.clone(),
+                partition: Some(self.partition),
+                key: Some(handover.key()),
+                value: Some(handover.value()),
+                ..ProducerRecord::default()
+            }
+        });
+        let results = join_all(records.map(|r| self.producer.produce(r))).await;
+        if let Some(failed) = results.into_iter().find_map(Result::err) {
+            warn!(self.log, "sidechannel publish failed"; "error" => %failed);
+            return Err(*failed.error);
+        }
+        debug!(self.log, "sidechannel records written"; "partitions" => count,
+            "generation" => generation, "kind" => ?kind);
+        Ok(())
+    }
+
+    /// Reads from `position` to the end (until `deadline`), taking the records into `seen`
+    /// and `read` (the raw records, for the actor's own view afterwards).
+    async fn read(
+        &self,
+        position: &mut i64,
+        seen: &mut PartitionOffsets<Ownership>,
+        read: &mut Vec<(i64, Vec<u8>, Vec<u8>)>,
+        deadline: Instant,
+    ) {
+        let fetch = read_to_end(
+            self.cluster.clone(),
+            self.topic.clone(),
+            self.partition,
+            *position,
+            deadline,
+        );
+        match tokio::time::timeout_at(deadline, fetch).await {
+            Ok(Ok((records, next))) => {
+                *position = (*position).max(next);
+                take_in(seen, &self.group, &records, &self.log);
+                read.extend(records);
+            }
+            Ok(Err(error)) => warn!(self.log, "sidechannel read failed"; "error" => %error),
+            Err(_) => {}
+        }
+    }
+}
+
+impl Sidechannel {
+    fn channel(&self) -> Channel {
+        Channel {
+            cluster: self.cluster.clone(),
+            producer: self.producer.clone(),
+            group: self.group.clone(),
+            topic: self.topic.clone(),
+            partition: self.partition,
+            log: self.log.clone(),
+        }
+    }
+}
+
 impl Handler<PublishHandover> for Sidechannel {
     type Result = ResponseFuture<Result<(), Error>>;
 
     fn handle(&mut self, msg: PublishHandover, _: &mut Context<Self>) -> Self::Result {
-        let records: Vec<ProducerRecord> = msg
-            .offsets
-            .into_iter()
-            .map(|((topic, partition), offset)| {
-                let handover = Handover {
-                    group: self.group.clone(),
-                    topic,
-                    partition,
-                    generation: msg.generation,
-                    offset,
-                    member_id: msg.member_id.clone(),
-                };
-                ProducerRecord {
-                    topic: self.topic.clone(),
-                    partition: Some(self.partition),
-                    key: Some(handover.key()),
-                    value: Some(handover.value()),
-                    ..ProducerRecord::default()
-                }
-            })
-            .collect();
-        let producer = self.producer.clone();
-        let log = self.log.clone();
-        let (count, generation) = (records.len(), msg.generation);
+        let channel = self.channel();
         Box::pin(async move {
-            let results = join_all(records.into_iter().map(|r| producer.produce(r))).await;
-            if let Some(failed) = results.into_iter().find_map(Result::err) {
-                warn!(log, "sidechannel publish failed"; "error" => %failed);
-                return Err(*failed.error);
-            }
-            debug!(log, "handed over"; "partitions" => count, "generation" => generation);
-            Ok(())
+            channel
+                .publish(msg.generation, &msg.member_id, msg.offsets, msg.kind)
+                .await
         })
     }
 }
 
-impl Handler<LookupHandover> for Sidechannel {
-    type Result = ResponseActFuture<Self, PartitionOffsets<i64>>;
+/// How a partition stands during a take-over.
+enum Standing {
+    /// Still to be decided: waiting for a previous owner (or, before the claim, a late
+    /// handover).
+    Pending,
+    Start(Option<i64>),
+    Fenced,
+}
 
-    /// Reads until every asked partition has its handover from the previous generation, or
-    /// `sidechannel_wait` has passed: a previous owner that has not yet noticed the rebalance
-    /// gets that long to drain and publish. A dead owner costs the whole wait once. In the
-    /// group's first generation nobody owned anything before: no wait.
-    fn handle(&mut self, msg: LookupHandover, _: &mut Context<Self>) -> Self::Result {
-        let msg_generation = msg.generation;
-        let deadline = Instant::now() + self.wait;
-        let wait_for_all = msg.generation > 1;
-        let cluster = self.cluster.clone();
-        let (topic, partition, group) = (self.topic.clone(), self.partition, self.group.clone());
+impl Handler<TakeOver> for Sidechannel {
+    type Result = ResponseActFuture<Self, TakenOver>;
+
+    /// Decides, claims, verifies (see the module doc). Waits: for a standing claim at most
+    /// `owner_wait` (once before the claim, once after it for a claim that raced ours); for
+    /// a partition with nothing usable at most `sidechannel_wait`, and only before the claim
+    /// and after the group's first generation (before it nobody owned anything).
+    fn handle(&mut self, msg: TakeOver, _: &mut Context<Self>) -> Self::Result {
+        let channel = self.channel();
         let mut position = self.position;
         let mut seen = self.seen.clone();
         let round_start = self.round_start;
-        let wanted = msg.partitions.clone();
-        let asked = wanted.len();
-        let log = self.log.clone();
+        let late_wait = self.wait;
         let work = async move {
+            let TakeOver {
+                generation,
+                member_id,
+                committed,
+                owner_wait,
+            } = msg;
+            let planned = |key: &(String, i32), handed: Option<i64>| {
+                let committed = committed.get(key).copied().flatten().filter(|o| *o >= 0);
+                committed.max(handed).unwrap_or(-1)
+            };
+            let began = Instant::now();
+            let mut owner_deadline = began + owner_wait;
+            let late_deadline = began + late_wait;
+            let mut read = Vec::new();
+            let mut standing: PartitionOffsets<Standing> = committed
+                .keys()
+                .map(|key| (key.clone(), Standing::Pending))
+                .collect();
+            let mut waited_for: PartitionOffsets<String> = PartitionOffsets::new();
+            let mut claimed = false;
             loop {
-                let read = read_to_end(
-                    cluster.clone(),
-                    topic.clone(),
-                    partition,
-                    position,
-                    deadline,
-                );
-                match tokio::time::timeout_at(deadline, read).await {
-                    Ok(Ok((records, next))) => {
-                        position = position.max(next);
-                        for (offset, key, value) in records {
-                            match Handover::decode(&key, &value, offset) {
-                                Ok(handover) => remember(&mut seen, &group, handover, offset),
-                                Err(error) => {
-                                    warn!(log, "unreadable sidechannel record skipped";
-                                        "error" => %error)
+                let read_deadline =
+                    owner_deadline.max(late_deadline).max(Instant::now()) + LOOKUP_POLL;
+                channel
+                    .read(&mut position, &mut seen, &mut read, read_deadline)
+                    .await;
+                let now = Instant::now();
+                let owners_gone = now >= owner_deadline;
+                let mut pending = false;
+                for (key, state) in standing.iter_mut() {
+                    if matches!(state, Standing::Fenced) {
+                        continue;
+                    }
+                    let verdict = seen.get(key).map_or(Verdict::Start { handed: None }, |o| {
+                        o.verdict(&member_id, generation, round_start, owners_gone)
+                    });
+                    *state = match verdict {
+                        Verdict::Fenced {
+                            owner,
+                            generation: theirs,
+                        } => {
+                            warn!(channel.log, "partition claimed by a newer generation: not started";
+                                "topic" => &key.0, "partition" => key.1, "owner" => owner,
+                                "their_generation" => theirs, "generation" => generation);
+                            Standing::Fenced
+                        }
+                        Verdict::Wait {
+                            owner,
+                            generation: theirs,
+                        } => {
+                            if waited_for.insert(key.clone(), owner.clone()).is_none() {
+                                info!(channel.log, "previous owner still holds the partition; waiting for its release";
+                                    "topic" => &key.0, "partition" => key.1, "owner" => owner,
+                                    "their_generation" => theirs);
+                            }
+                            pending = true;
+                            Standing::Pending
+                        }
+                        Verdict::Start { handed: None }
+                            if !claimed && generation > 1 && now < late_deadline =>
+                        {
+                            pending = true;
+                            Standing::Pending
+                        }
+                        Verdict::Start { handed } => {
+                            if owners_gone {
+                                if let Some(owner) = waited_for.remove(key) {
+                                    warn!(channel.log, "previous owner never released the partition; presumed gone";
+                                        "topic" => &key.0, "partition" => key.1, "owner" => owner,
+                                        "waited" => ?now.duration_since(began));
                                 }
                             }
+                            Standing::Start(handed)
                         }
-                    }
-                    Ok(Err(error)) => warn!(log, "sidechannel read failed"; "error" => %error),
-                    Err(_) => {}
+                    };
                 }
-                let complete = wanted.iter().all(|key| {
-                    seen.get(key)
-                        .is_some_and(|(h, at)| usable(h, *at, msg_generation, round_start))
-                });
-                if complete || !wait_for_all || Instant::now() >= deadline {
+                if pending {
+                    let wake = (now + LOOKUP_POLL).min(owner_deadline.max(now));
+                    tokio::time::sleep_until(wake.max(now + Duration::from_millis(1))).await;
+                    continue;
+                }
+                if claimed {
                     break;
                 }
-                tokio::time::sleep_until((Instant::now() + LOOKUP_POLL).min(deadline)).await;
+                // Claim before the first record is delivered, then read again: a member that
+                // decided at the same moment shows up now.
+                let claims: PartitionOffsets<i64> = standing
+                    .iter()
+                    .filter_map(|(key, state)| match state {
+                        Standing::Start(handed) => Some((key.clone(), planned(key, *handed))),
+                        _ => None,
+                    })
+                    .collect();
+                if claims.is_empty() {
+                    break;
+                }
+                if let Err(error) = channel
+                    .publish(generation, &member_id, claims, HandoverKind::Owned)
+                    .await
+                {
+                    warn!(channel.log, "partitions not claimed in the sidechannel; starting anyway";
+                        "error" => %error);
+                }
+                claimed = true;
+                owner_deadline = Instant::now() + owner_wait;
             }
-            (seen, position)
-        };
-        Box::pin(work.into_actor(self).map(move |(seen, position), act, _| {
-            act.position = act.position.max(position);
-            for (_, (handover, at)) in seen {
-                remember(&mut act.seen, &act.group, handover, at);
-            }
-            let found: PartitionOffsets<i64> = msg
-                .partitions
-                .into_iter()
-                .filter_map(|key| {
-                    let (handover, at) = act.seen.get(&key)?;
-                    usable(handover, *at, msg.generation, act.round_start)
-                        .then_some((key, handover.offset))
-                })
+            // A claim that turned out to be fenced is withdrawn: its next owner need not wait.
+            let withdrawn: PartitionOffsets<i64> = standing
+                .iter()
+                .filter(|(_, state)| claimed && matches!(state, Standing::Fenced))
+                .map(|(key, _)| (key.clone(), planned(key, None)))
                 .collect();
-            info!(act.log, "handovers found"; "generation" => msg.generation,
-                "asked" => asked, "found" => found.len());
-            found
-        }))
+            if !withdrawn.is_empty() {
+                if let Err(error) = channel
+                    .publish(generation, &member_id, withdrawn, HandoverKind::Released)
+                    .await
+                {
+                    warn!(channel.log, "fenced claims not withdrawn"; "error" => %error);
+                }
+            }
+            let mut taken = TakenOver::default();
+            for (key, state) in standing {
+                match state {
+                    Standing::Start(handed) => {
+                        taken.start.insert(key, handed);
+                    }
+                    Standing::Fenced => taken.fenced.push(key),
+                    Standing::Pending => {}
+                }
+            }
+            (taken, read, position, began.elapsed())
+        };
+        Box::pin(
+            work.into_actor(self)
+                .map(move |(taken, read, position, took), act, _| {
+                    act.position = act.position.max(position);
+                    take_in(&mut act.seen, &act.group, &read, &act.log);
+                    let handed = taken.start.values().filter(|h| h.is_some()).count();
+                    info!(act.log, "partitions taken over"; "start" => taken.start.len(),
+                        "handed_over" => handed, "fenced" => taken.fenced.len(),
+                        "took" => ?took);
+                    taken
+                }),
+        )
     }
 }
 

@@ -12,9 +12,10 @@ use konsumer::group::GroupConfig;
 use konsumer::producer::ProducerConfig;
 use konsumer::protocol::{ApiKey, RequestKind};
 use konsumer::sidechannel::Handover;
+use konsumer::sidechannel::HandoverKind;
 use konsumer::{ClientConfig, Context as ErrorContext, Error, KafkaCode};
 use konsumer_actors::messages::GroupEvent;
-use konsumer_actors::sidechannel::{LookupHandover, PublishHandover, RebalanceBegins};
+use konsumer_actors::sidechannel::{PublishHandover, RebalanceBegins, TakeOver};
 use konsumer_actors::testkit::{CapturedLog, MockCluster};
 use konsumer_actors::{
     Cluster, ConsumerEvents, ConsumerService, HandlerRef, HandlerResult, KafkaBatch, Producer,
@@ -202,7 +203,7 @@ async fn without_the_sidechannel_the_same_rebalance_reads_records_twice() {
 }
 
 #[actix::test]
-async fn lookups_take_only_the_previous_generation_of_their_own_group() {
+async fn take_overs_wait_for_standing_claims_and_use_only_fresh_records_of_their_own_group() {
     let mock = mock();
     let (log, captured) = CapturedLog::new();
     let cluster = Cluster::connect_with(
@@ -240,98 +241,150 @@ async fn lookups_take_only_the_previous_generation_of_their_own_group() {
                     && c.value.as_ref().is_some_and(|v| v.as_str() == "compact"))))
     });
     assert!(created, "{}", captured.lines().join("\n"));
-    let publish = |side: &Addr<Sidechannel>, generation: i32, offsets: &[(i32, i64)]| {
+    let publish = |side: &Addr<Sidechannel>,
+                   member: &str,
+                   generation: i32,
+                   kind: HandoverKind,
+                   offsets: &[(i32, i64)]| {
         side.send(PublishHandover {
             generation,
-            member_id: format!("member-{generation}"),
+            member_id: member.to_owned(),
             offsets: offsets
                 .iter()
                 .map(|(p, o)| ((TOPIC.to_owned(), *p), *o))
                 .collect(),
+            kind,
         })
     };
-    publish(&ours, 4, &[(0, 100), (1, 110)])
-        .await
-        .expect("alive")
-        .expect("published");
-    publish(&ours, 5, &[(0, 150)])
-        .await
-        .expect("alive")
-        .expect("published");
-    // Another group's handover of the same partition, in a newer generation.
-    publish(&theirs, 5, &[(1, 999)])
-        .await
-        .expect("alive")
-        .expect("published");
-    let lookup = |generation: i32| {
-        ours.send(LookupHandover {
+    use HandoverKind::{Owned, Released};
+    for (side, member, generation, kind, offsets) in [
+        (&ours, "m4", 4, Released, &[(0, 100), (1, 110)][..]),
+        (&ours, "m5", 5, Released, &[(0, 150)][..]),
+        // Another group's record of the same partition, in a newer generation.
+        (&theirs, "x", 5, Released, &[(1, 999)][..]),
+    ] {
+        publish(side, member, generation, kind, offsets)
+            .await
+            .expect("alive")
+            .expect("published");
+    }
+    // A take-over by `member` in `generation` of `partitions`, nothing committed: the
+    // handed-over offsets of the partitions to start, the fenced ones, and how long it took.
+    let take = |member: &str, generation: i32, partitions: &[i32], owner_wait: Duration| {
+        let msg = TakeOver {
             generation,
-            partitions: vec![(TOPIC.to_owned(), 0), (TOPIC.to_owned(), 1)],
-        })
+            member_id: member.to_owned(),
+            committed: partitions
+                .iter()
+                .map(|p| ((TOPIC.to_owned(), *p), None))
+                .collect(),
+            owner_wait,
+        };
+        let ours = ours.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let taken = ours.send(msg).await.expect("alive");
+            let start: BTreeMap<i32, Option<i64>> =
+                taken.start.into_iter().map(|((_, p), h)| (p, h)).collect();
+            let fenced: Vec<i32> = taken.fenced.into_iter().map(|(_, p)| p).collect();
+            (start, fenced, started.elapsed())
+        }
     };
+    let long = Duration::from_secs(5);
     // Written during this member's rebalance (it began when the sidechannel opened), an
     // older generation's handover counts too: brokers may form several generations at once.
-    let found = lookup(7).await.expect("alive");
-    let expected: BTreeMap<(String, i32), i64> =
-        [((TOPIC.to_owned(), 0), 150), ((TOPIC.to_owned(), 1), 110)].into();
-    assert_eq!(found, expected);
-    // A new rebalance begins: from now on, records written before count only if their writer
-    // owned the partition in the generation just before.
-    ours.send(RebalanceBegins).await.expect("alive");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let found = lookup(6).await.expect("alive");
-    let expected: BTreeMap<(String, i32), i64> = [((TOPIC.to_owned(), 0), 150)].into();
-    assert_eq!(
-        found, expected,
-        "generation 5's handover of partition 0 only"
-    );
-    let found = lookup(5).await.expect("alive");
-    // Partition 0's newest record is from generation 5: not generation 4's any more.
-    let expected: BTreeMap<(String, i32), i64> = [((TOPIC.to_owned(), 1), 110)].into();
-    assert_eq!(found, expected);
-    assert!(
-        lookup(9).await.expect("alive").is_empty(),
-        "stale handovers used"
-    );
-    // Written in this rebalance by an owner of generation 4: counts for generation 9.
-    publish(&ours, 4, &[(1, 130)])
+    let (start, fenced, _) = take("a", 7, &[0, 1], long).await;
+    assert_eq!(start, [(0, Some(150)), (1, Some(110))].into());
+    assert!(fenced.is_empty());
+    // "a" claimed both before answering.
+    let claims = |member: &str| {
+        mock.produced(DEFAULT_SIDECHANNEL_TOPIC, 0)
+            .iter()
+            .filter_map(|r| {
+                Handover::decode(
+                    r.key().unwrap_or_default(),
+                    r.value().unwrap_or_default(),
+                    r.offset,
+                )
+                .ok()
+            })
+            .filter(|h| h.member_id == member && h.kind == Owned)
+            .map(|h| (h.partition, h.generation, h.offset))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(claims("a"), [(0, 7, 150), (1, 7, 110)]);
+    publish(&ours, "a", 7, Released, &[(0, 160), (1, 115)])
         .await
         .expect("alive")
         .expect("published");
-    let found = lookup(9).await.expect("alive");
-    let expected: BTreeMap<(String, i32), i64> = [((TOPIC.to_owned(), 1), 130)].into();
-    assert_eq!(found, expected);
-    // A previous owner that publishes late (it had not noticed the rebalance yet) is waited
-    // for, up to sidechannel_wait (500 ms here).
-    let late = lookup(7);
-    let publisher = ours.clone();
-    let publish_late = async move {
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        publisher
-            .send(PublishHandover {
-                generation: 6,
-                member_id: "slow".into(),
-                offsets: [((TOPIC.to_owned(), 0), 170), ((TOPIC.to_owned(), 1), 171)].into(),
-            })
-            .await
+    // A new rebalance: from now on, older records count only if their writer owned the
+    // partition in the generation just before.
+    ours.send(RebalanceBegins).await.expect("alive");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (start, _, _) = take("b", 9, &[0, 1], long).await;
+    assert_eq!(start, [(0, None), (1, None)].into(), "stale releases used");
+    let (start, _, _) = take("b", 8, &[0, 1], long).await;
+    assert_eq!(start, [(0, Some(160)), (1, Some(115))].into());
+    // "b" holds both now. "c" is given them in generation 10 before "b" has noticed: it
+    // waits for b's release instead of reading alongside it.
+    let release_late = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        publish(&ours, "b", 8, Released, &[(0, 170), (1, 171)]).await
     };
-    let (found, published) = tokio::join!(late, publish_late);
+    let ((start, _, took), released) = tokio::join!(take("c", 10, &[0, 1], long), release_late);
+    released.expect("alive").expect("published");
+    assert_eq!(start, [(0, Some(170)), (1, Some(171))].into());
+    assert!(
+        took >= Duration::from_millis(300),
+        "did not wait for b: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "waited on after b released: {took:?}"
+    );
+    publish(&ours, "c", 10, Released, &[(0, 175), (1, 176)])
+        .await
+        .expect("alive")
+        .expect("published");
+    // A claim of a newer generation fences an outdated member: partition 0 is not started.
+    publish(&ours, "z", 20, Owned, &[(0, 175)])
+        .await
+        .expect("alive")
+        .expect("published");
+    let (start, fenced, _) = take("d", 11, &[0, 1], long).await;
+    assert_eq!(start, [(1, Some(176))].into());
+    assert_eq!(fenced, [0]);
+    // "d" never releases partition 1: after `owner_wait` "e" presumes it gone and starts at
+    // what d had claimed.
+    let (start, fenced, took) = take("e", 12, &[1], Duration::from_millis(400)).await;
+    assert_eq!(start, [(1, Some(176))].into());
+    assert!(fenced.is_empty());
+    assert!(
+        took >= Duration::from_millis(400),
+        "did not wait for d: {took:?}"
+    );
+    // A partition nobody has written for: a previous owner that publishes late (it had not
+    // noticed the rebalance yet) is waited for, up to sidechannel_wait (500 ms here).
+    let publish_late = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        publish(&ours, "slow", 12, Released, &[(2, 270)]).await
+    };
+    let ((start, _, _), published) = tokio::join!(take("f", 13, &[2], long), publish_late);
     published.expect("alive").expect("published");
-    let expected: BTreeMap<(String, i32), i64> =
-        [((TOPIC.to_owned(), 0), 170), ((TOPIC.to_owned(), 1), 171)].into();
     assert_eq!(
-        found.expect("alive"),
-        expected,
+        start,
+        [(2, Some(270))].into(),
         "the late handover was not waited for"
     );
     // The group's first generation has no previous owner: no wait.
-    let started = std::time::Instant::now();
-    assert!(lookup(1).await.expect("alive").is_empty());
+    let (start, _, took) = take("g", 1, &[3], long).await;
+    assert_eq!(start, [(3, None)].into());
     assert!(
-        started.elapsed() < Duration::from_millis(400),
-        "waited {:?} in the first generation",
-        started.elapsed()
+        took < Duration::from_millis(400),
+        "waited {took:?} in the first generation"
     );
+    // The other group's records were never taken for ours.
+    assert!(!captured.lines().join("\n").contains("999"));
 }
 
 #[actix::test]
@@ -362,7 +415,15 @@ async fn progress_during_a_rebalance_goes_to_the_sidechannel_on_each_commit_tick
             })
             .collect()
     };
-    assert!(handed_over().is_empty(), "handed over outside a rebalance");
+    // The claims of the four partitions, made before their first record was delivered
+    // (offset -1: nothing committed or handed over yet, the reset policy decides).
+    let claims = handed_over();
+    assert_eq!(claims.len(), 4, "{claims:?}");
+    assert!(claims
+        .iter()
+        .all(|h| h.kind == HandoverKind::Owned && h.offset == -1 && h.generation == 1));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(handed_over().len(), 4, "published outside a rebalance");
     // A rebalance begins (as the Coordinator announces it) and records keep being finished.
     service.do_send(GroupEvent::RebalanceStart {
         reason: "test".into(),
@@ -384,8 +445,8 @@ async fn progress_during_a_rebalance_goes_to_the_sidechannel_on_each_commit_tick
     assert!(
         handovers
             .iter()
-            .all(|h| h.generation == 1 && !h.member_id.is_empty()),
-        "{handovers:?}"
+            .all(|h| h.generation == 1 && !h.member_id.is_empty() && h.kind == HandoverKind::Owned),
+        "progress is published as still owned: {handovers:?}"
     );
     service.send(Shutdown).await.expect("shuts down");
 }

@@ -9,10 +9,11 @@ use actix::Actor;
 use konsumer::consumer::{ConsumerConfig, DEFAULT_SIDECHANNEL_TOPIC};
 use konsumer::producer::ProducerConfig;
 use konsumer::sidechannel::partition_of;
+use konsumer::sidechannel::HandoverKind;
 use konsumer::ClientConfig;
 use konsumer_actors::messages::GetMetadata;
 use konsumer_actors::service::list_offset;
-use konsumer_actors::sidechannel::{LookupHandover, PublishHandover};
+use konsumer_actors::sidechannel::{PublishHandover, TakeOver};
 use konsumer_actors::testkit::tansu::{Storage, TansuBroker};
 use konsumer_actors::testkit::CapturedLog;
 use konsumer_actors::{Cluster, Producer, Sidechannel};
@@ -56,22 +57,39 @@ async fn the_sidechannel_topic_is_created_and_handovers_round_trip() {
         generation: 7,
         member_id: "m-1".into(),
         offsets: offsets.clone(),
+        kind: HandoverKind::Released,
     })
     .await
     .expect("alive")
     .expect("published");
-    let found = side
-        .send(LookupHandover {
+    let taken = side
+        .send(TakeOver {
             generation: 8,
-            partitions: vec![
+            member_id: "m-2".into(),
+            committed: [
                 ("orders".into(), 0),
                 ("orders".into(), 3),
                 ("orders".into(), 5),
-            ],
+            ]
+            .into_iter()
+            .map(|k| (k, None))
+            .collect(),
+            owner_wait: Duration::from_secs(5),
         })
         .await
         .expect("alive");
+    let found: BTreeMap<(String, i32), i64> = taken
+        .start
+        .iter()
+        .filter_map(|(k, h)| Some((k.clone(), (*h)?)))
+        .collect();
     assert_eq!(found, offsets);
+    assert_eq!(
+        taken.start.len(),
+        3,
+        "every partition is started: {taken:?}"
+    );
+    assert!(taken.fenced.is_empty());
 }
 
 #[actix::test]
@@ -145,7 +163,7 @@ async fn a_member_joining_mid_stream_takes_over_at_the_handover_and_reads_nothin
     let lines: Vec<String> = a.log.lines().into_iter().chain(b.log.lines()).collect();
     let used = lines
         .iter()
-        .filter(|l| l.contains("handovers found") && !l.contains("found=0"))
+        .filter(|l| l.contains("partitions taken over") && !l.contains("handed_over=0"))
         .count();
     assert!(used >= 1, "no handover was used:\n{}", lines.join("\n"));
     a.shutdown().await;
