@@ -504,6 +504,11 @@ impl ConsumerService {
         let owner_wait = self.group.session_timeout;
         let log = self.log.clone();
         let work = async move {
+            // Without a sidechannel (or with it gone): every partition starts, nothing handed.
+            let untouched = || TakenOver {
+                start: committed.keys().map(|k| (k.clone(), None)).collect(),
+                fenced: Vec::new(),
+            };
             let taken = match &sidechannel {
                 Some(side) if !committed.is_empty() => side
                     .send(TakeOver {
@@ -513,14 +518,8 @@ impl ConsumerService {
                         owner_wait,
                     })
                     .await
-                    .unwrap_or_else(|_| TakenOver {
-                        start: committed.keys().map(|k| (k.clone(), None)).collect(),
-                        fenced: Vec::new(),
-                    }),
-                _ => TakenOver {
-                    start: committed.keys().map(|k| (k.clone(), None)).collect(),
-                    fenced: Vec::new(),
-                },
+                    .unwrap_or_else(|_| untouched()),
+                _ => untouched(),
             };
             let mut starts = Vec::new();
             for ((topic, partition), handed) in taken.start {
