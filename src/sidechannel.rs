@@ -203,27 +203,39 @@ impl Ownership {
 
     /// Members other than `me` whose newest record claims the partition, unless a third
     /// member claimed it later in a newer generation (that member took it over from them:
-    /// waited for them or gave up on them): `(member, generation)`.
-    fn standing_claims<'a>(&'a self, me: &'a str) -> impl Iterator<Item = (&'a str, i32)> + 'a {
+    /// waited for them or gave up on them): `(member, generation)`. Records from an earlier
+    /// life of the group (see [`Horizon::is_relic`]) neither claim nor take over.
+    fn standing_claims<'a>(
+        &'a self,
+        me: &'a str,
+        generation: i32,
+        horizon: Horizon,
+    ) -> impl Iterator<Item = (&'a str, i32)> + 'a {
         self.members.iter().filter_map(move |(member, records)| {
             let (latest, at) = records.latest();
-            if member == me || latest.kind != HandoverKind::Owned {
+            if member == me
+                || latest.kind != HandoverKind::Owned
+                || horizon.is_relic(latest.generation, *at, generation)
+            {
                 return None;
             }
             let superseded = self.members.iter().any(|(other, r)| {
                 other != member
                     && other != me
-                    && r.last_claim
-                        .is_some_and(|(g, claimed_at)| claimed_at > *at && g > latest.generation)
+                    && r.last_claim.is_some_and(|(g, claimed_at)| {
+                        claimed_at > *at
+                            && g > latest.generation
+                            && !horizon.is_relic(g, claimed_at, generation)
+                    })
             });
             (!superseded).then_some((member.as_str(), latest.generation))
         })
     }
 
-    /// What `me`, assigned the partition in `generation`, may do now. `round_start` is the
-    /// sidechannel offset where this member's current rebalance began (records from then on
-    /// are meant for it); `owners_gone` is set once the caller has waited long enough for
-    /// standing claims: their owners are then presumed dead, and their progress is used.
+    /// What `me`, assigned the partition in `generation`, may do now, given where its view
+    /// of the sidechannel begins (`horizon`). `owners_gone` is set once the caller has
+    /// waited long enough for standing claims: their owners are then presumed dead, and
+    /// their progress is used.
     ///
     /// A finished offset is usable if its writer held the partition in the generation just
     /// before, or wrote it during this rebalance (a broker may form several generations in
@@ -232,10 +244,10 @@ impl Ownership {
         &self,
         me: &str,
         generation: i32,
-        round_start: Option<i64>,
+        horizon: Horizon,
         owners_gone: bool,
     ) -> Verdict {
-        let standing: Vec<(&str, i32)> = self.standing_claims(me).collect();
+        let standing: Vec<(&str, i32)> = self.standing_claims(me, generation, horizon).collect();
         if let Some((owner, g)) = standing
             .iter()
             .filter(|(_, g)| *g > generation)
@@ -261,7 +273,7 @@ impl Ownership {
                 r.recent
                     .iter()
                     .rev()
-                    .find(|(h, at)| h.offset >= 0 && usable(h, *at, generation, round_start))
+                    .find(|(h, at)| h.offset >= 0 && usable(h, *at, generation, horizon))
             })
             .max_by_key(|(h, at)| (h.generation, *at))
             .map(|(h, _)| h.offset);
@@ -269,12 +281,54 @@ impl Ownership {
     }
 }
 
+/// Where a member's view of the sidechannel begins, in sidechannel offsets.
+///
+/// Why a member reads records written before it started: a claim standing since then
+/// belongs to an owner that may still be delivering the partition (a broker may assign it
+/// before that owner has noticed the rebalance), and a new process must wait for it just as
+/// a member that was there all along does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Horizon {
+    /// The sidechannel's end when this member started: records below it were written
+    /// before the member existed.
+    pub joined_at: i64,
+    /// The sidechannel's end when this member's current rebalance began (None: not known):
+    /// records from then on are meant for it, whatever generation their writer owned.
+    pub round_start: Option<i64>,
+}
+
+impl Horizon {
+    /// A view that began at sidechannel offset `joined_at`, in its first rebalance.
+    pub fn starting_at(joined_at: i64) -> Horizon {
+        Horizon {
+            joined_at,
+            round_start: Some(joined_at),
+        }
+    }
+
+    /// Whether a record of `their_generation`, written at `at`, is from an earlier life of
+    /// the group and means nothing to a member of `generation`: written before this member
+    /// existed, yet not older than the generation it has joined. A group's generations only
+    /// grow while its state lives, and every generation from the member's first on was
+    /// formed after it started; so such a record survived a reset of the group's state
+    /// (deleted and recreated, or a coordinator that lost it), and must neither fence nor
+    /// hold up the new life.
+    pub fn is_relic(&self, their_generation: i32, at: i64, generation: i32) -> bool {
+        at < self.joined_at && their_generation >= generation
+    }
+}
+
 /// Whether a record (written at sidechannel offset `at`) may start a partition in
 /// `generation`: written in the generation just before, or during this member's current
-/// rebalance by an owner of an earlier one.
-pub fn usable(handover: &Handover, at: i64, generation: i32, round_start: Option<i64>) -> bool {
+/// rebalance by an owner of an earlier one. A record from before this member started counts
+/// only under the first rule: a release older than that may predate an offset reset (which
+/// needs the group empty, and so a new generation).
+pub fn usable(handover: &Handover, at: i64, generation: i32, horizon: Horizon) -> bool {
     handover.generation < generation
-        && (handover.generation == generation - 1 || round_start.is_some_and(|start| at >= start))
+        && (handover.generation == generation - 1
+            || horizon
+                .round_start
+                .is_some_and(|start| at >= start && at >= horizon.joined_at))
 }
 
 fn put_str(buf: &mut BytesMut, s: &str) {
@@ -358,11 +412,19 @@ mod tests {
 
     use HandoverKind::{Owned, Released};
 
+    /// A member that has been there since before every record (offset 0).
+    fn round(round_start: Option<i64>) -> Horizon {
+        Horizon {
+            joined_at: 0,
+            round_start,
+        }
+    }
+
     #[test]
     fn nothing_known_starts_at_the_committed_offset() {
         let empty = Ownership::default();
         assert_eq!(
-            empty.verdict("me", 5, Some(0), false),
+            empty.verdict("me", 5, round(Some(0)), false),
             Verdict::Start { handed: None }
         );
     }
@@ -371,20 +433,20 @@ mod tests {
     fn a_release_of_the_previous_generation_is_where_to_start() {
         let o = log(&[("a", 4, 10, Owned), ("a", 4, 250, Released)]);
         assert_eq!(
-            o.verdict("me", 5, None, false),
+            o.verdict("me", 5, round(None), false),
             Verdict::Start { handed: Some(250) }
         );
         // Older generations only count when written during this member's rebalance.
         assert_eq!(
-            o.verdict("me", 7, None, false),
+            o.verdict("me", 7, round(None), false),
             Verdict::Start { handed: None }
         );
         assert_eq!(
-            o.verdict("me", 7, Some(101), false),
+            o.verdict("me", 7, round(Some(101)), false),
             Verdict::Start { handed: Some(250) }
         );
         assert_eq!(
-            o.verdict("me", 7, Some(102), false),
+            o.verdict("me", 7, round(Some(102)), false),
             Verdict::Start { handed: None }
         );
     }
@@ -393,7 +455,7 @@ mod tests {
     fn a_standing_claim_is_waited_for_until_its_owner_is_presumed_gone() {
         let o = log(&[("a", 4, 10, Owned), ("a", 4, 180, Owned)]);
         assert_eq!(
-            o.verdict("me", 6, Some(0), false),
+            o.verdict("me", 6, round(Some(0)), false),
             Verdict::Wait {
                 owner: "a".into(),
                 generation: 4
@@ -401,14 +463,14 @@ mod tests {
         );
         // Presumed dead: its progress is the best there is.
         assert_eq!(
-            o.verdict("me", 6, Some(0), true),
+            o.verdict("me", 6, round(Some(0)), true),
             Verdict::Start { handed: Some(180) }
         );
         // Its release ends the wait.
         let mut released = o.clone();
         released.record(rec("a", 4, 200, Released), 300);
         assert_eq!(
-            released.verdict("me", 6, Some(0), false),
+            released.verdict("me", 6, round(Some(0)), false),
             Verdict::Start { handed: Some(200) }
         );
     }
@@ -417,7 +479,7 @@ mod tests {
     fn a_claim_of_a_newer_generation_fences_the_stale_member() {
         let o = log(&[("a", 4, 10, Released), ("c", 8, 10, Owned)]);
         assert_eq!(
-            o.verdict("me", 6, Some(0), false),
+            o.verdict("me", 6, round(Some(0)), false),
             Verdict::Fenced {
                 owner: "c".into(),
                 generation: 8
@@ -425,7 +487,7 @@ mod tests {
         );
         // Even once owners are presumed gone: fencing is never waited out.
         assert!(matches!(
-            o.verdict("me", 6, Some(0), true),
+            o.verdict("me", 6, round(Some(0)), true),
             Verdict::Fenced { .. }
         ));
     }
@@ -439,11 +501,11 @@ mod tests {
             ("me", 6, 50, Owned),
         ]);
         assert!(matches!(
-            o.verdict("r", 4, Some(0), false),
+            o.verdict("r", 4, round(Some(0)), false),
             Verdict::Fenced { .. }
         ));
         assert_eq!(
-            o.verdict("me", 6, Some(0), false),
+            o.verdict("me", 6, round(Some(0)), false),
             Verdict::Wait {
                 owner: "r".into(),
                 generation: 4
@@ -453,7 +515,7 @@ mod tests {
         let mut settled = o.clone();
         settled.record(rec("r", 4, 50, Released), 200);
         assert_eq!(
-            settled.verdict("me", 6, Some(0), false),
+            settled.verdict("me", 6, round(Some(0)), false),
             Verdict::Start { handed: Some(50) }
         );
     }
@@ -462,7 +524,7 @@ mod tests {
     fn own_records_are_never_waited_for() {
         let o = log(&[("me", 3, 70, Owned)]);
         assert_eq!(
-            o.verdict("me", 5, Some(0), false),
+            o.verdict("me", 5, round(Some(0)), false),
             Verdict::Start { handed: Some(70) }
         );
     }
@@ -476,7 +538,7 @@ mod tests {
             ("c", 5, 90, Released),
         ]);
         assert_eq!(
-            o.verdict("me", 6, Some(0), false),
+            o.verdict("me", 6, round(Some(0)), false),
             Verdict::Start { handed: Some(90) }
         );
         // A later claim in an older generation takes nothing over.
@@ -486,7 +548,7 @@ mod tests {
             ("c", 3, 10, Released),
         ]);
         assert!(matches!(
-            o.verdict("me", 6, Some(0), false),
+            o.verdict("me", 6, round(Some(0)), false),
             Verdict::Wait { .. }
         ));
     }
@@ -500,8 +562,71 @@ mod tests {
             ("me", 2, 25, Owned),
         ]);
         assert_eq!(
-            o.verdict("me", 2, None, false),
+            o.verdict("me", 2, round(None), false),
             Verdict::Start { handed: Some(25) }
+        );
+    }
+
+    #[test]
+    fn claims_written_before_the_member_started_are_waited_for() {
+        // "a" claimed in generation 2 (sidechannel offsets 100, 101); "me" started at 102
+        // and joined generation 3, which "a" has not noticed yet.
+        let o = log(&[("z", 1, 40, Released), ("a", 2, 40, Owned)]);
+        let fresh = Horizon::starting_at(102);
+        assert_eq!(
+            o.verdict("me", 3, fresh, false),
+            Verdict::Wait {
+                owner: "a".into(),
+                generation: 2
+            }
+        );
+        // Its release, read after the start, is where to start.
+        let mut released = o.clone();
+        released.record(rec("a", 2, 75, Released), 103);
+        assert_eq!(
+            released.verdict("me", 3, fresh, false),
+            Verdict::Start { handed: Some(75) }
+        );
+    }
+
+    #[test]
+    fn records_from_before_the_member_started_count_only_from_the_previous_generation() {
+        let o = log(&[("a", 4, 250, Released)]);
+        // Generation 5 follows on directly: the release is usable.
+        assert_eq!(
+            o.verdict("me", 5, Horizon::starting_at(101), false),
+            Verdict::Start { handed: Some(250) }
+        );
+        // A generation between (the group went empty, where offsets may be reset): not.
+        assert_eq!(
+            o.verdict("me", 6, Horizon::starting_at(101), false),
+            Verdict::Start { handed: None }
+        );
+    }
+
+    #[test]
+    fn relics_of_an_earlier_life_of_the_group_neither_fence_nor_hold_up() {
+        // The group's state was lost and its generations began again at 1; the old life
+        // left a claim of generation 9 and one of generation 1 behind.
+        let o = log(&[("old", 9, 500, Owned), ("older", 1, 300, Owned)]);
+        let fresh = Horizon::starting_at(102);
+        assert_eq!(
+            o.verdict("me", 1, fresh, false),
+            Verdict::Start { handed: None }
+        );
+        // The same claim written after the member started does fence it.
+        assert!(matches!(
+            o.verdict("me", 1, round(Some(0)), false),
+            Verdict::Fenced { .. }
+        ));
+        // A relic claim takes nothing over: "a" (generation 2) is still waited for.
+        let o = log(&[("a", 2, 40, Owned), ("old", 9, 40, Owned)]);
+        assert_eq!(
+            o.verdict("me", 3, Horizon::starting_at(102), false),
+            Verdict::Wait {
+                owner: "a".into(),
+                generation: 2
+            }
         );
     }
 
@@ -511,7 +636,7 @@ mod tests {
         o.record(rec("a", 4, 90, Released), 200);
         o.record(rec("a", 4, 10, Owned), 100);
         assert_eq!(
-            o.verdict("me", 5, None, false),
+            o.verdict("me", 5, round(None), false),
             Verdict::Start { handed: Some(90) }
         );
     }

@@ -19,8 +19,11 @@
 //!   generation stands down (and releases), the newer waits for that release. A partition
 //!   with no record at all waits at most `sidechannel_wait` for a late one.
 //!
-//! The actor reads only from the end the partition had when the service started: a handover
-//! from before this member existed cannot be meant for it.
+//! On opening, the actor reads the group's sidechannel partition from its beginning (the
+//! topic is compacted: the newest record of each group partition is kept), because a claim
+//! written before this member started may still stand. Older records count only as the core's
+//! [`Horizon`] allows: a release from before the start only if its generation directly
+//! precedes the one this member joins, and records of an earlier life of the group never.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -32,7 +35,7 @@ use konsumer::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTop
 use konsumer::kafka_protocol::messages::{FetchRequest, TopicName};
 use konsumer::kafka_protocol::protocol::StrBytes;
 use konsumer::records::{decode_fetched, DecodeOptions, Isolation, PartitionFetch};
-use konsumer::sidechannel::{partition_of, Handover, HandoverKind, Ownership, Verdict};
+use konsumer::sidechannel::{partition_of, Handover, HandoverKind, Horizon, Ownership, Verdict};
 use konsumer::{Context as ErrorContext, Error, KafkaCode};
 use slog::{debug, info, warn, Logger};
 use tokio::time::Instant;
@@ -51,6 +54,10 @@ const FETCH_MAX_VERSION: i16 = 11;
 const LOOKUP_POLL: Duration = Duration::from_millis(25);
 /// How long creating the sidechannel topic may take.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long reading the records written before this member started may take. Compaction
+/// keeps them few; if they cannot be read in time, the member starts without them (and so
+/// cannot see claims standing from before it started).
+const HISTORY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Publishes the offsets of partitions this member gives up; answers once acknowledged.
 #[derive(Debug, Clone)]
@@ -108,6 +115,8 @@ pub struct Sidechannel {
     position: i64,
     /// The records read so far, per partition of the group.
     seen: PartitionOffsets<Ownership>,
+    /// The sidechannel's end when this member started (see [`Horizon`]).
+    joined_at: i64,
     /// The sidechannel's end when this member's current rebalance began: handovers written
     /// since belong to this rebalance, whatever generation their writer owned.
     round_start: Option<i64>,
@@ -115,8 +124,8 @@ pub struct Sidechannel {
 }
 
 impl Sidechannel {
-    /// Creates the topic (compacted) if it is missing, finds the group's partition and its
-    /// end, where reading starts.
+    /// Creates the topic (compacted) if it is missing, finds the group's partition, and
+    /// reads what it holds (see the module doc).
     pub async fn open(
         cluster: Addr<Cluster>,
         producer: Addr<Producer>,
@@ -138,9 +147,33 @@ impl Sidechannel {
             }
         };
         let partition = partition_of(group, partitions);
-        let position = list_offset(&cluster, &topic, partition, -1).await?;
+        let joined_at = list_offset(&cluster, &topic, partition, -1).await?;
+        let earliest = list_offset(&cluster, &topic, partition, -2).await?;
+        let mut seen = BTreeMap::new();
+        let read = read_to_end(
+            cluster.clone(),
+            topic.clone(),
+            partition,
+            earliest,
+            Instant::now() + HISTORY_TIMEOUT,
+        );
+        let position = match tokio::time::timeout(HISTORY_TIMEOUT, read).await {
+            Ok(Ok((records, next))) if next >= joined_at => {
+                take_in(&mut seen, group, &records, &log);
+                next
+            }
+            outcome => {
+                let error = match outcome {
+                    Ok(Err(error)) => error.to_string(),
+                    _ => format!("not read to the end within {HISTORY_TIMEOUT:?}"),
+                };
+                warn!(log, "sidechannel records from before this member started not read; claims standing since then are not seen";
+                    "error" => error, "from" => earliest, "to" => joined_at);
+                joined_at
+            }
+        };
         info!(log, "sidechannel open"; "topic" => &topic, "partition" => partition,
-            "from" => position);
+            "read_from" => earliest, "started_at" => joined_at, "partitions_known" => seen.len());
         Ok(Sidechannel {
             cluster,
             producer,
@@ -149,9 +182,10 @@ impl Sidechannel {
             partition,
             wait: config.sidechannel_wait,
             position,
-            seen: BTreeMap::new(),
+            seen,
+            joined_at,
             // A new member's first rebalance begins now.
-            round_start: Some(position),
+            round_start: Some(joined_at),
             log,
         })
     }
@@ -428,7 +462,10 @@ impl Handler<TakeOver> for Sidechannel {
         let channel = self.channel();
         let mut position = self.position;
         let mut seen = self.seen.clone();
-        let round_start = self.round_start;
+        let horizon = Horizon {
+            joined_at: self.joined_at,
+            round_start: self.round_start,
+        };
         let late_wait = self.wait;
         let work = async move {
             let TakeOver {
@@ -465,7 +502,7 @@ impl Handler<TakeOver> for Sidechannel {
                         continue;
                     }
                     let verdict = seen.get(key).map_or(Verdict::Start { handed: None }, |o| {
-                        o.verdict(&member_id, generation, round_start, owners_gone)
+                        o.verdict(&member_id, generation, horizon, owners_gone)
                     });
                     *state = match verdict {
                         Verdict::Fenced {

@@ -387,6 +387,135 @@ async fn take_overs_wait_for_standing_claims_and_use_only_fresh_records_of_their
     assert!(!captured.lines().join("\n").contains("999"));
 }
 
+/// Why: a process that has just started may be given a partition whose owner (another
+/// process) has not noticed the rebalance yet; only the claim that owner wrote before the
+/// new process existed says so.
+#[actix::test]
+async fn a_new_member_sees_claims_written_before_it_started_and_nothing_stale() {
+    let mock = mock();
+    let (log, captured) = CapturedLog::new();
+    let cluster = Cluster::connect_with(
+        Arc::new(ClientConfig::new(["mock-1:9092"])),
+        log.clone(),
+        mock.connector(),
+    )
+    .await
+    .expect("bootstrap");
+    let producer = Producer::new(cluster.clone(), ProducerConfig::default(), log.clone())
+        .expect("config")
+        .start();
+    let config = consumer(true);
+    let open = |group: &'static str| {
+        let (cluster, producer, config, log) = (
+            cluster.clone(),
+            producer.clone(),
+            config.clone(),
+            log.clone(),
+        );
+        async move {
+            Sidechannel::open(cluster, producer, group, &config, log)
+                .await
+                .expect("sidechannel opens")
+                .start()
+        }
+    };
+    let publish = |side: &Addr<Sidechannel>,
+                   member: &str,
+                   generation: i32,
+                   kind: HandoverKind,
+                   offsets: &[(i32, i64)]| {
+        side.send(PublishHandover {
+            generation,
+            member_id: member.to_owned(),
+            offsets: offsets
+                .iter()
+                .map(|(p, o)| ((TOPIC.to_owned(), *p), *o))
+                .collect(),
+            kind,
+        })
+    };
+    use HandoverKind::{Owned, Released};
+    // The group's life so far, written through a member that was there.
+    let old = open(GROUP).await;
+    let reset = open("reset-group").await;
+    for (side, member, generation, kind, offsets) in [
+        // "a" holds partition 0 since generation 2.
+        (&old, "a", 2, Owned, &[(0, 40)][..]),
+        // Partition 1 was released two generations back, partition 2 just before.
+        (&old, "y", 1, Released, &[(1, 60)][..]),
+        (&old, "y", 2, Released, &[(2, 80)][..]),
+        // A group whose state was lost: its old life reached generation 9.
+        (&reset, "gone", 9, Owned, &[(0, 500)][..]),
+    ] {
+        publish(side, member, generation, kind, offsets)
+            .await
+            .expect("alive")
+            .expect("published");
+    }
+    // A new process starts and is given all three in generation 3 before "a" has noticed.
+    let new = open(GROUP).await;
+    let take = TakeOver {
+        generation: 3,
+        member_id: "n".into(),
+        committed: [0, 1, 2]
+            .iter()
+            .map(|p| ((TOPIC.to_owned(), *p), None))
+            .collect(),
+        owner_wait: Duration::from_secs(5),
+    };
+    // Later than sidechannel_wait (500 ms): only a's claim makes the new member wait so long.
+    let release_late = async {
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        publish(&old, "a", 2, Released, &[(0, 45)]).await
+    };
+    let started = std::time::Instant::now();
+    let (taken, released) = tokio::join!(new.send(take), release_late);
+    let took = started.elapsed();
+    released.expect("alive").expect("published");
+    let start: BTreeMap<i32, Option<i64>> = taken
+        .expect("alive")
+        .start
+        .into_iter()
+        .map(|((_, p), h)| (p, h))
+        .collect();
+    let lines = captured.lines().join("\n");
+    // Partition 0 waited for a's release; partition 1's release is too old to trust (the
+    // group may have gone empty and had its offsets reset since); partition 2's is fresh.
+    assert_eq!(
+        start,
+        [(0, Some(45)), (1, None), (2, Some(80))].into(),
+        "{lines}"
+    );
+    assert!(
+        took >= Duration::from_millis(300),
+        "did not wait for a: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "waited on after a released: {took:?}"
+    );
+    // The reset group begins again at generation 1: the old life's claim of generation 9
+    // neither fences its new member nor holds it up.
+    let fresh = open("reset-group").await;
+    let started = std::time::Instant::now();
+    let taken = fresh
+        .send(TakeOver {
+            generation: 1,
+            member_id: "first".into(),
+            committed: [((TOPIC.to_owned(), 0), None)].into(),
+            owner_wait: Duration::from_secs(5),
+        })
+        .await
+        .expect("alive");
+    assert_eq!(
+        taken.start,
+        [((TOPIC.to_owned(), 0), None)].into(),
+        "{lines}"
+    );
+    assert!(taken.fenced.is_empty());
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
 #[actix::test]
 async fn progress_during_a_rebalance_goes_to_the_sidechannel_on_each_commit_tick() {
     let mock = mock();
