@@ -24,7 +24,7 @@
 //! Every record of a group goes to the sidechannel partition [`partition_of`] picks, so a
 //! member reads one partition only; records of other groups sharing it are told apart by key.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -168,6 +168,12 @@ struct MemberRecords {
 
 /// Records kept per member and partition.
 const RECENT_RECORDS: usize = 4;
+/// Members kept per partition: those with the newest records. A member whose newest record
+/// is older than those of this many others has had its claims taken over (each later owner
+/// claimed in a newer generation) and its releases superseded; forgetting it bounds memory,
+/// which matters because a member reads the whole uncompacted head of the sidechannel when it
+/// starts (compaction never touches a topic's active segment).
+const MEMBERS_KEPT: usize = 8;
 
 impl MemberRecords {
     fn latest(&self) -> &(Handover, i64) {
@@ -197,6 +203,16 @@ impl Ownership {
                         last_claim: claim,
                     },
                 );
+                if self.members.len() > MEMBERS_KEPT {
+                    let oldest = self
+                        .members
+                        .iter()
+                        .min_by_key(|(_, records)| records.latest().1)
+                        .map(|(member, _)| member.clone());
+                    if let Some(oldest) = oldest {
+                        self.members.remove(&oldest);
+                    }
+                }
             }
         }
     }
@@ -233,9 +249,10 @@ impl Ownership {
     }
 
     /// What `me`, assigned the partition in `generation`, may do now, given where its view
-    /// of the sidechannel begins (`horizon`). `owners_gone` is set once the caller has
-    /// waited long enough for standing claims: their owners are then presumed dead, and
-    /// their progress is used.
+    /// of the sidechannel begins (`horizon`). `gone` holds the members the caller has waited
+    /// for long enough: they are presumed dead, so their claims are not waited for (their
+    /// progress is used). It outlives one take-over, so a dead member is waited out once, not
+    /// again in every generation that follows before a live member claims its partitions.
     ///
     /// A finished offset is usable if its writer held the partition in the generation just
     /// before, or wrote it during this rebalance (a broker may form several generations in
@@ -245,7 +262,7 @@ impl Ownership {
         me: &str,
         generation: i32,
         horizon: Horizon,
-        owners_gone: bool,
+        gone: &BTreeSet<String>,
     ) -> Verdict {
         let standing: Vec<(&str, i32)> = self.standing_claims(me, generation, horizon).collect();
         if let Some((owner, g)) = standing
@@ -258,13 +275,11 @@ impl Ownership {
                 generation: *g,
             };
         }
-        if !owners_gone {
-            if let Some((owner, g)) = standing.first() {
-                return Verdict::Wait {
-                    owner: (*owner).to_owned(),
-                    generation: *g,
-                };
-            }
+        if let Some((owner, g)) = standing.iter().find(|(owner, _)| !gone.contains(*owner)) {
+            return Verdict::Wait {
+                owner: (*owner).to_owned(),
+                generation: *g,
+            };
         }
         let handed = self
             .members
@@ -412,6 +427,14 @@ mod tests {
 
     use HandoverKind::{Owned, Released};
 
+    fn none() -> BTreeSet<String> {
+        BTreeSet::new()
+    }
+
+    fn gone(members: &[&str]) -> BTreeSet<String> {
+        members.iter().map(|m| (*m).to_owned()).collect()
+    }
+
     /// A member that has been there since before every record (offset 0).
     fn round(round_start: Option<i64>) -> Horizon {
         Horizon {
@@ -424,7 +447,7 @@ mod tests {
     fn nothing_known_starts_at_the_committed_offset() {
         let empty = Ownership::default();
         assert_eq!(
-            empty.verdict("me", 5, round(Some(0)), false),
+            empty.verdict("me", 5, round(Some(0)), &none()),
             Verdict::Start { handed: None }
         );
     }
@@ -433,20 +456,20 @@ mod tests {
     fn a_release_of_the_previous_generation_is_where_to_start() {
         let o = log(&[("a", 4, 10, Owned), ("a", 4, 250, Released)]);
         assert_eq!(
-            o.verdict("me", 5, round(None), false),
+            o.verdict("me", 5, round(None), &none()),
             Verdict::Start { handed: Some(250) }
         );
         // Older generations only count when written during this member's rebalance.
         assert_eq!(
-            o.verdict("me", 7, round(None), false),
+            o.verdict("me", 7, round(None), &none()),
             Verdict::Start { handed: None }
         );
         assert_eq!(
-            o.verdict("me", 7, round(Some(101)), false),
+            o.verdict("me", 7, round(Some(101)), &none()),
             Verdict::Start { handed: Some(250) }
         );
         assert_eq!(
-            o.verdict("me", 7, round(Some(102)), false),
+            o.verdict("me", 7, round(Some(102)), &none()),
             Verdict::Start { handed: None }
         );
     }
@@ -455,7 +478,7 @@ mod tests {
     fn a_standing_claim_is_waited_for_until_its_owner_is_presumed_gone() {
         let o = log(&[("a", 4, 10, Owned), ("a", 4, 180, Owned)]);
         assert_eq!(
-            o.verdict("me", 6, round(Some(0)), false),
+            o.verdict("me", 6, round(Some(0)), &none()),
             Verdict::Wait {
                 owner: "a".into(),
                 generation: 4
@@ -463,14 +486,24 @@ mod tests {
         );
         // Presumed dead: its progress is the best there is.
         assert_eq!(
-            o.verdict("me", 6, round(Some(0)), true),
+            o.verdict("me", 6, round(Some(0)), &gone(&["a"])),
             Verdict::Start { handed: Some(180) }
+        );
+        // Only the members presumed gone: another standing claim is still waited for.
+        let mut two = o.clone();
+        two.record(rec("b", 3, 300, Owned), 200);
+        assert_eq!(
+            two.verdict("me", 6, round(Some(0)), &gone(&["a"])),
+            Verdict::Wait {
+                owner: "b".into(),
+                generation: 3
+            }
         );
         // Its release ends the wait.
         let mut released = o.clone();
         released.record(rec("a", 4, 200, Released), 300);
         assert_eq!(
-            released.verdict("me", 6, round(Some(0)), false),
+            released.verdict("me", 6, round(Some(0)), &none()),
             Verdict::Start { handed: Some(200) }
         );
     }
@@ -479,7 +512,7 @@ mod tests {
     fn a_claim_of_a_newer_generation_fences_the_stale_member() {
         let o = log(&[("a", 4, 10, Released), ("c", 8, 10, Owned)]);
         assert_eq!(
-            o.verdict("me", 6, round(Some(0)), false),
+            o.verdict("me", 6, round(Some(0)), &none()),
             Verdict::Fenced {
                 owner: "c".into(),
                 generation: 8
@@ -487,7 +520,7 @@ mod tests {
         );
         // Even once owners are presumed gone: fencing is never waited out.
         assert!(matches!(
-            o.verdict("me", 6, round(Some(0)), true),
+            o.verdict("me", 6, round(Some(0)), &gone(&["c"])),
             Verdict::Fenced { .. }
         ));
     }
@@ -501,11 +534,11 @@ mod tests {
             ("me", 6, 50, Owned),
         ]);
         assert!(matches!(
-            o.verdict("r", 4, round(Some(0)), false),
+            o.verdict("r", 4, round(Some(0)), &none()),
             Verdict::Fenced { .. }
         ));
         assert_eq!(
-            o.verdict("me", 6, round(Some(0)), false),
+            o.verdict("me", 6, round(Some(0)), &none()),
             Verdict::Wait {
                 owner: "r".into(),
                 generation: 4
@@ -515,7 +548,7 @@ mod tests {
         let mut settled = o.clone();
         settled.record(rec("r", 4, 50, Released), 200);
         assert_eq!(
-            settled.verdict("me", 6, round(Some(0)), false),
+            settled.verdict("me", 6, round(Some(0)), &none()),
             Verdict::Start { handed: Some(50) }
         );
     }
@@ -524,7 +557,7 @@ mod tests {
     fn own_records_are_never_waited_for() {
         let o = log(&[("me", 3, 70, Owned)]);
         assert_eq!(
-            o.verdict("me", 5, round(Some(0)), false),
+            o.verdict("me", 5, round(Some(0)), &none()),
             Verdict::Start { handed: Some(70) }
         );
     }
@@ -538,7 +571,7 @@ mod tests {
             ("c", 5, 90, Released),
         ]);
         assert_eq!(
-            o.verdict("me", 6, round(Some(0)), false),
+            o.verdict("me", 6, round(Some(0)), &none()),
             Verdict::Start { handed: Some(90) }
         );
         // A later claim in an older generation takes nothing over.
@@ -548,7 +581,7 @@ mod tests {
             ("c", 3, 10, Released),
         ]);
         assert!(matches!(
-            o.verdict("me", 6, round(Some(0)), false),
+            o.verdict("me", 6, round(Some(0)), &none()),
             Verdict::Wait { .. }
         ));
     }
@@ -562,7 +595,7 @@ mod tests {
             ("me", 2, 25, Owned),
         ]);
         assert_eq!(
-            o.verdict("me", 2, round(None), false),
+            o.verdict("me", 2, round(None), &none()),
             Verdict::Start { handed: Some(25) }
         );
     }
@@ -574,7 +607,7 @@ mod tests {
         let o = log(&[("z", 1, 40, Released), ("a", 2, 40, Owned)]);
         let fresh = Horizon::starting_at(102);
         assert_eq!(
-            o.verdict("me", 3, fresh, false),
+            o.verdict("me", 3, fresh, &none()),
             Verdict::Wait {
                 owner: "a".into(),
                 generation: 2
@@ -584,7 +617,7 @@ mod tests {
         let mut released = o.clone();
         released.record(rec("a", 2, 75, Released), 103);
         assert_eq!(
-            released.verdict("me", 3, fresh, false),
+            released.verdict("me", 3, fresh, &none()),
             Verdict::Start { handed: Some(75) }
         );
     }
@@ -594,12 +627,12 @@ mod tests {
         let o = log(&[("a", 4, 250, Released)]);
         // Generation 5 follows on directly: the release is usable.
         assert_eq!(
-            o.verdict("me", 5, Horizon::starting_at(101), false),
+            o.verdict("me", 5, Horizon::starting_at(101), &none()),
             Verdict::Start { handed: Some(250) }
         );
         // A generation between (the group went empty, where offsets may be reset): not.
         assert_eq!(
-            o.verdict("me", 6, Horizon::starting_at(101), false),
+            o.verdict("me", 6, Horizon::starting_at(101), &none()),
             Verdict::Start { handed: None }
         );
     }
@@ -611,18 +644,18 @@ mod tests {
         let o = log(&[("old", 9, 500, Owned), ("older", 1, 300, Owned)]);
         let fresh = Horizon::starting_at(102);
         assert_eq!(
-            o.verdict("me", 1, fresh, false),
+            o.verdict("me", 1, fresh, &none()),
             Verdict::Start { handed: None }
         );
         // The same claim written after the member started does fence it.
         assert!(matches!(
-            o.verdict("me", 1, round(Some(0)), false),
+            o.verdict("me", 1, round(Some(0)), &none()),
             Verdict::Fenced { .. }
         ));
         // A relic claim takes nothing over: "a" (generation 2) is still waited for.
         let o = log(&[("a", 2, 40, Owned), ("old", 9, 40, Owned)]);
         assert_eq!(
-            o.verdict("me", 3, Horizon::starting_at(102), false),
+            o.verdict("me", 3, Horizon::starting_at(102), &none()),
             Verdict::Wait {
                 owner: "a".into(),
                 generation: 2
@@ -631,12 +664,35 @@ mod tests {
     }
 
     #[test]
+    fn only_the_members_with_the_newest_records_are_kept() {
+        // Forty owners in turn, each claiming in its generation and releasing.
+        let mut o = Ownership::default();
+        for g in 1..=40 {
+            let member = format!("m{g}");
+            o.record(rec(&member, g, g as i64 * 10, Owned), g as i64 * 2);
+            o.record(
+                rec(&member, g, g as i64 * 10 + 5, Released),
+                g as i64 * 2 + 1,
+            );
+        }
+        assert_eq!(o.members.len(), MEMBERS_KEPT);
+        assert!(o.members.contains_key("m40") && !o.members.contains_key("m32"));
+        assert_eq!(
+            o.verdict("me", 41, round(None), &none()),
+            Verdict::Start { handed: Some(405) }
+        );
+        // A record of a forgotten member read late is forgotten again at once.
+        o.record(rec("m1", 1, 15, Released), 3);
+        assert!(!o.members.contains_key("m1"));
+    }
+
+    #[test]
     fn records_read_out_of_order_keep_the_newest() {
         let mut o = Ownership::default();
         o.record(rec("a", 4, 90, Released), 200);
         o.record(rec("a", 4, 10, Owned), 100);
         assert_eq!(
-            o.verdict("me", 5, round(None), false),
+            o.verdict("me", 5, round(None), &none()),
             Verdict::Start { handed: Some(90) }
         );
     }

@@ -25,7 +25,7 @@
 //! [`Horizon`] allows: a release from before the start only if its generation directly
 //! precedes the one this member joins, and records of an earlier life of the group never.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -117,6 +117,8 @@ pub struct Sidechannel {
     seen: PartitionOffsets<Ownership>,
     /// The sidechannel's end when this member started (see [`Horizon`]).
     joined_at: i64,
+    /// Members whose claims were waited for in vain: presumed dead (see [`Ownership::verdict`]).
+    gone: BTreeSet<String>,
     /// The sidechannel's end when this member's current rebalance began: handovers written
     /// since belong to this rebalance, whatever generation their writer owned.
     round_start: Option<i64>,
@@ -184,6 +186,7 @@ impl Sidechannel {
             position,
             seen,
             joined_at,
+            gone: BTreeSet::new(),
             // A new member's first rebalance begins now.
             round_start: Some(joined_at),
             log,
@@ -462,6 +465,7 @@ impl Handler<TakeOver> for Sidechannel {
         let channel = self.channel();
         let mut position = self.position;
         let mut seen = self.seen.clone();
+        let mut gone = self.gone.clone();
         let horizon = Horizon {
             joined_at: self.joined_at,
             round_start: self.round_start,
@@ -501,9 +505,22 @@ impl Handler<TakeOver> for Sidechannel {
                     if matches!(state, Standing::Fenced) {
                         continue;
                     }
-                    let verdict = seen.get(key).map_or(Verdict::Start { handed: None }, |o| {
-                        o.verdict(&member_id, generation, horizon, owners_gone)
-                    });
+                    let verdict = |gone: &BTreeSet<String>| {
+                        seen.get(key).map_or(Verdict::Start { handed: None }, |o| {
+                            o.verdict(&member_id, generation, horizon, gone)
+                        })
+                    };
+                    let mut verdict_now = verdict(&gone);
+                    // Waited long enough: every owner still waited for is presumed dead.
+                    while let (true, Verdict::Wait { owner, .. }) = (owners_gone, &verdict_now) {
+                        warn!(channel.log, "previous owner never released the partition; presumed gone";
+                            "topic" => &key.0, "partition" => key.1, "owner" => owner,
+                            "waited" => ?now.duration_since(began));
+                        waited_for.remove(key);
+                        gone.insert(owner.clone());
+                        verdict_now = verdict(&gone);
+                    }
+                    let verdict = verdict_now;
                     *state = match verdict {
                         Verdict::Fenced {
                             owner,
@@ -532,16 +549,7 @@ impl Handler<TakeOver> for Sidechannel {
                             pending = true;
                             Standing::Pending
                         }
-                        Verdict::Start { handed } => {
-                            if owners_gone {
-                                if let Some(owner) = waited_for.remove(key) {
-                                    warn!(channel.log, "previous owner never released the partition; presumed gone";
-                                        "topic" => &key.0, "partition" => key.1, "owner" => owner,
-                                        "waited" => ?now.duration_since(began));
-                                }
-                            }
-                            Standing::Start(handed)
-                        }
+                        Verdict::Start { handed } => Standing::Start(handed),
                     };
                 }
                 if pending {
@@ -598,12 +606,13 @@ impl Handler<TakeOver> for Sidechannel {
                     Standing::Pending => {}
                 }
             }
-            (taken, read, position, began.elapsed())
+            (taken, read, position, gone, began.elapsed())
         };
         Box::pin(
             work.into_actor(self)
-                .map(move |(taken, read, position, took), act, _| {
+                .map(move |(taken, read, position, gone, took), act, _| {
                     act.position = act.position.max(position);
+                    act.gone.extend(gone);
                     take_in(&mut act.seen, &act.group, &read, &act.log);
                     let handed = taken.start.values().filter(|h| h.is_some()).count();
                     info!(act.log, "partitions taken over"; "start" => taken.start.len(),

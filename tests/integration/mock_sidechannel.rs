@@ -363,6 +363,14 @@ async fn take_overs_wait_for_standing_claims_and_use_only_fresh_records_of_their
         took >= Duration::from_millis(400),
         "did not wait for d: {took:?}"
     );
+    // Given partition 1 again in the next generation (the group moved on before e delivered
+    // anything, say), e does not wait for d a second time: d is presumed gone for good.
+    let (start, _, took) = take("e", 13, &[1], Duration::from_millis(400)).await;
+    assert_eq!(start, [(1, Some(176))].into());
+    assert!(
+        took < Duration::from_millis(300),
+        "waited for d again: {took:?}"
+    );
     // A partition nobody has written for: a previous owner that publishes late (it had not
     // noticed the rebalance yet) is waited for, up to sidechannel_wait (500 ms here).
     let publish_late = async {
