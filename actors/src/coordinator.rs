@@ -108,6 +108,9 @@ pub struct Coordinator {
     /// Revoked partitions not yet released through `release`, and whether they were lost.
     to_release: TopicPartitions,
     to_release_lost: bool,
+    /// The generation that owned `to_release`: a lost member forgets its generation before
+    /// the release step runs, yet its release (its sidechannel handover) must name it.
+    to_release_generation: i32,
 }
 
 /// Where the group's coordinator is, and the connections to it.
@@ -180,6 +183,7 @@ impl Coordinator {
             release: None,
             to_release: TopicPartitions::new(),
             to_release_lost: false,
+            to_release_generation: -1,
             config: Arc::new(config),
         })
     }
@@ -214,7 +218,7 @@ impl Coordinator {
             _ => None,
         };
         let wait = self.config.rebalance_timeout + JOIN_GRACE;
-        let generation = self.owned_generation;
+        let generation = std::mem::replace(&mut self.to_release_generation, -1);
         let config = self.config.clone();
         let log = self.log.clone();
         let events = self.events.clone();
@@ -493,6 +497,7 @@ impl Coordinator {
                 entry.dedup();
             }
             self.to_release_lost |= lost;
+            self.to_release_generation = self.to_release_generation.max(self.owned_generation);
         }
         self.events.send(GroupEvent::Revoked {
             generation: self.owned_generation,

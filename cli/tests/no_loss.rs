@@ -1026,7 +1026,7 @@ fn kill_9_of_random_members_loses_nothing_and_repeats_only_the_last_commit_inter
     let load = if soak() {
         Load {
             records: 1_000_000,
-            chunk: 5_000,
+            chunk: 4_000,
             pace: Duration::from_millis(1_000),
         }
     } else {
@@ -1062,7 +1062,10 @@ fn kill_9_of_random_members_loses_nothing_and_repeats_only_the_last_commit_inter
     }
     eprintln!("{summary}");
     assert_nothing_lost(&report, &summary);
-    let minimum_kills = if soak() { 20 } else { 4 };
+    // A kill costs its partitions up to a session timeout (6 s) while their next owner waits
+    // for the dead owner's claims, and the next kill waits for the restart to print: about
+    // one kill per 8–12 s of production (250 s in the long mode).
+    let minimum_kills = if soak() { 18 } else { 4 };
     assert!(
         members.kills() >= minimum_kills,
         "only {} kills; at least {minimum_kills} expected\n{summary}",

@@ -9,8 +9,9 @@ use std::time::Duration;
 use actix::{Actor, Addr, Context, Handler};
 use konsumer::consumer::{ConsumerConfig, OffsetReset, DEFAULT_SIDECHANNEL_TOPIC};
 use konsumer::group::GroupConfig;
+use konsumer::kafka_protocol::messages::HeartbeatResponse;
 use konsumer::producer::ProducerConfig;
-use konsumer::protocol::{ApiKey, RequestKind};
+use konsumer::protocol::{ApiKey, RequestKind, ResponseKind};
 use konsumer::sidechannel::Handover;
 use konsumer::sidechannel::HandoverKind;
 use konsumer::{ClientConfig, Context as ErrorContext, Error, KafkaCode};
@@ -393,6 +394,59 @@ async fn take_overs_wait_for_standing_claims_and_use_only_fresh_records_of_their
     );
     // The other group's records were never taken for ours.
     assert!(!captured.lines().join("\n").contains("999"));
+}
+
+/// Why: a member whose session lapsed may be found out only at its next heartbeat, after the
+/// group gave its partitions away; their next owners wait for its release (its claim still
+/// stands), which must name the generation it owned them in, or they wait it out in vain.
+#[actix::test]
+async fn a_member_the_coordinator_forgot_releases_what_it_finished_in_its_old_generation() {
+    let mock = mock();
+    fill(&mock, 10);
+    let seen: Seen = Arc::default();
+    let service = member(&mock, consumer(true), &seen).await;
+    eventually(Duration::from_secs(10), "40 records", || {
+        let (_, distinct) = count(&seen);
+        async move { (distinct == 40).then_some(()) }
+    })
+    .await;
+    let first_member = mock
+        .group(GROUP)
+        .and_then(|g| g.members.keys().next().cloned())
+        .expect("a member");
+    mock.script(
+        ApiKey::Heartbeat,
+        None,
+        Ok(ResponseKind::Heartbeat(
+            HeartbeatResponse::default().with_error_code(KafkaCode::UnknownMemberId.code()),
+        )),
+    );
+    let released = eventually(Duration::from_secs(10), "releases of generation 1", || {
+        let released: BTreeMap<i32, Handover> = mock
+            .produced(DEFAULT_SIDECHANNEL_TOPIC, 0)
+            .iter()
+            .filter_map(|r| {
+                Handover::decode(
+                    r.key().unwrap_or_default(),
+                    r.value().unwrap_or_default(),
+                    r.offset,
+                )
+                .ok()
+            })
+            .filter(|h| h.kind == HandoverKind::Released)
+            .map(|h| (h.partition, h))
+            .collect();
+        async move { (released.len() == 4).then_some(released) }
+    })
+    .await;
+    for handover in released.values() {
+        assert_eq!(
+            (handover.generation, handover.offset, &handover.member_id),
+            (1, 10, &first_member),
+            "{released:?}"
+        );
+    }
+    service.send(Shutdown).await.expect("shuts down");
 }
 
 /// Why: a process that has just started may be given a partition whose owner (another
