@@ -14,11 +14,13 @@
 //! the kill. Their number is the kill's bound.
 //!
 //! **Every duplicate needs an explanation.** Each printing of an id but its last lost its commit,
-//! which is allowed in two cases only: its process was killed within a commit interval
-//! (+ slack) of it, or the id's next printer took the partition on (its log's `partition
+//! which is allowed in three cases only: its process was killed within a commit interval
+//! (+ slack) of it; the id's next printer took the partition on (its log's `partition
 //! starts` line) within a commit interval (+ slack) of it — a handover, two members holding the
-//! partition at once, which tansu 0.6.0 allows ([`Report::handovers`]). Any other duplicate
-//! fails the test, with the offsets involved and the log of the process that printed them.
+//! partition at once, which tansu 0.6.0 allows ([`Report::handovers`]); or the group dropped its
+//! process (a `releasing partitions lost=true` line: its session lapsed) within a commit
+//! interval (+ slack) of it ([`Report::evictions`]). Any other duplicate fails the test, with
+//! the offsets involved and the log of the process that printed them.
 //! Each test ends with a one-line `no-loss summary:` on stderr (the figures of RELIABILITY.md).
 //!
 //! Sqlite storage: a partition that moves resumes inside a produced batch, which tansu's memory
@@ -579,35 +581,57 @@ struct Start {
     offset: i64,
 }
 
-/// The partition starts in a process's log, dated by the samples of its length.
-fn partition_starts(process: &Process) -> Vec<Start> {
+/// The lines of a process's log that begin with `prefix` (the rest of each line), dated by
+/// the samples of its length.
+fn dated_log_lines(process: &Process, prefix: &str) -> Vec<(Instant, String)> {
     let text = fs::read(&process.err).unwrap_or_default();
     let ended = process.ended.expect("every process has ended");
     let mut samples = process.err_samples.iter().peekable();
-    let mut starts = Vec::new();
+    let mut found = Vec::new();
     let mut end = 0;
     for line in text.split_inclusive(|&b| b == b'\n') {
         end += line.len() as u64;
         let line = String::from_utf8_lossy(line);
-        let Some(fields) = line.strip_prefix("INFO partition starts ") else {
+        let Some(rest) = line.strip_prefix(prefix) else {
             continue;
         };
-        let field = |name: &str| {
-            fields
-                .split_whitespace()
-                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-                .and_then(|v| v.parse().ok())
-        };
         while samples.next_if(|(_, len)| *len < end).is_some() {}
-        if let (Some(partition), Some(offset)) = (field("partition"), field("offset")) {
-            starts.push(Start {
-                when: samples.peek().map_or(ended, |(when, _)| *when),
-                partition: partition as i32,
-                offset,
-            });
-        }
+        let when = samples.peek().map_or(ended, |(when, _)| *when);
+        found.push((when, rest.to_owned()));
     }
-    starts
+    found
+}
+
+/// The value of `name=` among a log line's fields.
+fn log_field(fields: &str, name: &str) -> Option<i64> {
+    fields
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+}
+
+/// The partition starts in a process's log, dated by the samples of its length.
+fn partition_starts(process: &Process) -> Vec<Start> {
+    dated_log_lines(process, "INFO partition starts ")
+        .into_iter()
+        .filter_map(|(when, fields)| {
+            Some(Start {
+                when,
+                partition: log_field(&fields, "partition")? as i32,
+                offset: log_field(&fields, "offset")?,
+            })
+        })
+        .collect()
+}
+
+/// When the process lost its partitions because the group dropped it (its session lapsed: the
+/// coordinator answered UnknownMemberId or IllegalGeneration), so it could not commit them.
+fn evictions(process: &Process) -> Vec<Instant> {
+    dated_log_lines(process, "INFO releasing partitions ")
+        .into_iter()
+        .filter(|(_, fields)| fields.split_whitespace().any(|kv| kv == "lost=true"))
+        .map(|(when, _)| when)
+        .collect()
 }
 
 /// What a kill cost: the lines the process printed after its last possible commit (the bound)
@@ -633,8 +657,13 @@ struct Report {
     /// Only the broker can cause that: tansu 0.6.0 answers a JoinGroup at once, and the new
     /// generation's assignment takes effect before the others have rejoined (and released).
     handovers: Vec<Repeat>,
-    /// The other repeated printings: records whose commit never came, though neither a kill
-    /// nor an early handover explains it.
+    /// Repeated printings (outside the kill windows, not handovers) whose printer was dropped
+    /// by the group within a commit interval + slack after printing them: it lost the
+    /// partition before the commit was due, and a lost member may not commit. Like a kill,
+    /// but the broker's doing (under the kill storm tansu lets sessions lapse).
+    evictions: Vec<Repeat>,
+    /// The other repeated printings: records whose commit never came, though neither a kill,
+    /// an early handover nor an eviction explains it.
     unexplained: Vec<Repeat>,
 }
 
@@ -718,7 +747,7 @@ impl Report {
     fn summary(&self, test: &str, members: &Members, wall: Duration, seed: u64) -> String {
         format!(
             "no-loss summary: test={test} mode={} records={} kills={} restarts={} lost={} \
-             duplicates={} (kills={} handovers={} unexplained={}) duplicate-bound={} \
+             duplicates={} (kills={} handovers={} evictions={} unexplained={}) duplicate-bound={} \
              oldest-kill-duplicate={}ms printed={} wall={:.1}s seed={seed}",
             mode(),
             self.records,
@@ -728,6 +757,7 @@ impl Report {
             self.duplicates,
             self.kills.iter().map(|k| k.duplicates).sum::<usize>(),
             self.handovers.len(),
+            self.evictions.len(),
             self.unexplained.len(),
             self.bound(),
             self.oldest_kill_duplicate(),
@@ -770,6 +800,7 @@ fn tally(processes: &[Process], records: u64) -> Report {
     let duplicates: usize = count.iter().map(|&c| c.saturating_sub(1) as usize).sum();
 
     let starts: Vec<Vec<Start>> = processes.iter().map(partition_starts).collect();
+    let evicted: Vec<Vec<Instant>> = processes.iter().map(evictions).collect();
     // The printings of each duplicated id: (when, process, inside the process's kill window).
     let mut printings: HashMap<u64, Vec<(Instant, usize, bool)>> = HashMap::new();
     let mut kills = Vec::new();
@@ -804,7 +835,7 @@ fn tally(processes: &[Process], records: u64) -> Report {
             ));
         }
     }
-    let (mut handovers, mut unexplained) = (Vec::new(), Vec::new());
+    let (mut handovers, mut dropped, mut unexplained) = (Vec::new(), Vec::new(), Vec::new());
     for (id, mut list) in printings {
         list.sort_by_key(|&(when, index, _)| (when, index));
         // The last printing is the one whose commit held; each earlier one lost its commit:
@@ -836,14 +867,21 @@ fn tally(processes: &[Process], records: u64) -> Report {
                 .iter()
                 .rfind(|s| s.partition == partition && s.offset <= offset && s.when <= next_when)
                 .is_some_and(|s| s.when <= when + COMMIT_INTERVAL + COMMIT_SLACK);
+            // The printer lost the partition to the group before this printing's commit was
+            // due (both dated by samples, so allow one sample's skew).
+            let evicted_soon = evicted[index].iter().any(|&at| {
+                at + SAMPLE_EVERY >= when && at <= when + COMMIT_INTERVAL + COMMIT_SLACK
+            });
             if next != index && early_start {
                 handovers.push(repeat);
+            } else if evicted_soon {
+                dropped.push(repeat);
             } else {
                 unexplained.push(repeat);
             }
         }
     }
-    for repeats in [&mut handovers, &mut unexplained] {
+    for repeats in [&mut handovers, &mut dropped, &mut unexplained] {
         repeats.sort_by_key(|r| (r.printer, r.partition, r.offset));
     }
     Report {
@@ -853,6 +891,7 @@ fn tally(processes: &[Process], records: u64) -> Report {
         duplicates,
         kills: kills.into_iter().map(|(_, cost)| cost).collect(),
         handovers,
+        evictions: dropped,
         unexplained,
     }
 }
@@ -975,7 +1014,7 @@ fn graceful_rebalances(name: &str, sidechannel: &[&str], no_duplicates: bool) {
     );
     assert!(
         report.unexplained.is_empty(),
-        "{} printings were repeated, not within a commit interval of a handover:{}\n{summary}",
+        "{} printings were repeated, not within a commit interval of a handover or an eviction:{}\n{summary}",
         report.unexplained.len(),
         Report::explain(&report.unexplained, &members)
     );
@@ -1073,7 +1112,7 @@ fn kill_9_of_random_members_loses_nothing_and_repeats_only_the_last_commit_inter
     );
     assert!(
         report.unexplained.is_empty(),
-        "{} printings were repeated though neither a kill nor a handover within a commit \
+        "{} printings were repeated though no kill, handover or eviction within a commit \
          interval explains them:{}\n{summary}",
         report.unexplained.len(),
         Report::explain(&report.unexplained, &members)
@@ -1098,7 +1137,8 @@ fn the_ledger_finds_lost_repeated_and_unexplained_records() {
                 at: &[(usize, Instant)],
                 torn: &str,
                 starts: &[(Instant, i32, i64)],
-                killed: Option<Instant>| {
+                killed: Option<Instant>,
+                evicted: Option<Instant>| {
         let out = workdir.0.join(format!("{name}.out"));
         let err = workdir.0.join(format!("{name}.err"));
         let lines: Vec<String> = printed.iter().map(|&(p, o, id)| line(p, o, id)).collect();
@@ -1109,6 +1149,10 @@ fn the_ledger_finds_lost_repeated_and_unexplained_records() {
             log.push_str(&format!(
                 "INFO partition starts offset={offset} partition={partition} topic=ledger\n"
             ));
+            err_samples.push((when, log.len() as u64));
+        }
+        if let Some(when) = evicted {
+            log.push_str("INFO releasing partitions lost=true count=1 group=g\n");
             err_samples.push((when, log.len() as u64));
         }
         fs::write(&err, &log).unwrap();
@@ -1138,6 +1182,7 @@ fn the_ledger_finds_lost_repeated_and_unexplained_records() {
             "ledger/0/5\tk5\tid-",
             &[(t - s(4), 0, 0)],
             Some(t),
+            None,
         ),
         // Takes partition 0 on after the session timeout, from the last commit.
         fake(
@@ -1155,6 +1200,7 @@ fn the_ledger_finds_lost_repeated_and_unexplained_records() {
             "",
             &[(t + ms(6500), 0, 2)],
             None,
+            None,
         ),
         fake(
             "c",
@@ -1162,6 +1208,7 @@ fn the_ledger_finds_lost_repeated_and_unexplained_records() {
             &[(2, t + s(1))],
             "",
             &[(t, 1, 0)],
+            None,
             None,
         ),
         // Takes partition 1 on 200 ms after c printed offset 0 (a handover), and again 19 s
@@ -1173,12 +1220,35 @@ fn the_ledger_finds_lost_repeated_and_unexplained_records() {
             "",
             &[(t + ms(1200), 1, 0), (t + s(20), 1, 1)],
             None,
+            None,
+        ),
+        // Dropped by the group 300 ms after printing partition 2's offset 0, before its commit
+        // (an eviction); its offset 1, printed 5 s before the eviction, had been committed.
+        fake(
+            "e",
+            &[(2, 1, 13), (2, 0, 12)],
+            &[(1, t - s(5)), (2, t + s(1))],
+            "",
+            &[(t - s(6), 2, 1)],
+            None,
+            Some(t + ms(1300)),
+        ),
+        // Takes partition 2 on 10 s later (not a handover), from e's last commit... and also
+        // repeats offset 1 (unexplained: e was dropped long after printing it).
+        fake(
+            "f",
+            &[(2, 1, 13), (2, 0, 12)],
+            &[(2, t + s(11))],
+            "",
+            &[(t + s(10), 2, 0)],
+            None,
+            None,
         ),
     ];
-    let report = tally(&processes, 13);
-    assert_eq!(report.printed, 17);
-    assert_eq!(report.lost, [12]);
-    assert_eq!(report.duplicates, 5);
+    let report = tally(&processes, 15);
+    assert_eq!(report.printed, 21);
+    assert_eq!(report.lost, [14]);
+    assert_eq!(report.duplicates, 7);
     assert_eq!(report.kills.len(), 1);
     let kill = &report.kills[0];
     assert_eq!((kill.printed, kill.bound, kill.duplicates), (5, 3, 3));
@@ -1201,7 +1271,14 @@ fn the_ledger_finds_lost_repeated_and_unexplained_records() {
         [("c".to_owned(), 1, 0, "d".to_owned())]
     );
     assert_eq!(
+        described(&report.evictions),
+        [("e".to_owned(), 2, 0, "f".to_owned())]
+    );
+    assert_eq!(
         described(&report.unexplained),
-        [("c".to_owned(), 1, 1, "d".to_owned())]
+        [
+            ("c".to_owned(), 1, 1, "d".to_owned()),
+            ("e".to_owned(), 2, 1, "f".to_owned())
+        ]
     );
 }
