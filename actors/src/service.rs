@@ -983,7 +983,7 @@ impl Handler<Release> for ConsumerService {
                 let Some(owned) = self.partitions.remove(&key) else {
                     continue;
                 };
-                self.committed.remove(&key);
+                let last_committed = self.committed.remove(&key);
                 owned.flow.paused.store(true, Ordering::Relaxed);
                 if let Some(node) = owned.node {
                     if let Some(slot) = self.fetchers.get(&node) {
@@ -1001,7 +1001,7 @@ impl Handler<Release> for ConsumerService {
                 let tracker = owned.tracker.clone();
                 drains.push(async move {
                     let offset = tracker.send(Drain { timeout }).await.ok();
-                    (key, offset)
+                    (key, offset, last_committed)
                 });
             }
         }
@@ -1014,10 +1014,10 @@ impl Handler<Release> for ConsumerService {
             .map(|side| (side, self.member_id.clone(), release.generation));
         let log = self.log.clone();
         let work = async move {
-            let offsets: PartitionOffsets<CommitOffset> = join_all(drains)
-                .await
-                .into_iter()
-                .filter_map(|(key, offset)| offset.map(|o| (key, o)))
+            let drained = join_all(drains).await;
+            let offsets: PartitionOffsets<CommitOffset> = drained
+                .iter()
+                .filter_map(|(key, offset, _)| Some((key.clone(), offset.clone()?)))
                 .collect();
             if let Some((side, member_id, generation)) = handover {
                 if !offsets.is_empty() {
@@ -1039,7 +1039,16 @@ impl Handler<Release> for ConsumerService {
                     }
                 }
             }
-            offsets
+            // Only progress is committed (as on the commit ticks): committing an unchanged
+            // offset again could undo a newer commit by a member that held the partition at
+            // the same time, which a broker without Kafka's generation checks allows.
+            drained
+                .into_iter()
+                .filter_map(|(key, offset, last)| {
+                    let offset = offset?;
+                    (last != Some(offset.offset)).then_some((key, offset))
+                })
+                .collect()
         };
         Box::pin(work.into_actor(self))
     }
