@@ -396,6 +396,56 @@ async fn take_overs_wait_for_standing_claims_and_use_only_fresh_records_of_their
     assert!(!captured.lines().join("\n").contains("999"));
 }
 
+/// Why: committing an unchanged offset again at a revoke could undo a newer commit of a member
+/// that held the partition at the same time (a broker without Kafka's generation checks).
+#[actix::test]
+async fn a_revoke_commits_only_partitions_that_made_progress() {
+    let mock = mock();
+    // Records in partitions 0 and 1 only: 2 and 3 start at 0 and never move.
+    for partition in 0..2 {
+        let values: Vec<String> = (0..10).map(|i| format!("p{partition}-{i}")).collect();
+        let records: Vec<_> = values.iter().map(|v| (None, Some(v.as_bytes()))).collect();
+        mock.append(TOPIC, partition, &records);
+    }
+    let seen: Seen = Arc::default();
+    let a = member(&mock, consumer(true), &seen).await;
+    eventually(Duration::from_secs(10), "A handles 20 records", || {
+        let (_, distinct) = count(&seen);
+        async move { (distinct == 20).then_some(()) }
+    })
+    .await;
+    // B joins (A gives partitions up at the revoke), then both leave (a revoke of the rest).
+    let b = member(&mock, consumer(true), &seen).await;
+    eventually(Duration::from_secs(10), "generation 2 with both", || {
+        let both = mock
+            .group(GROUP)
+            .is_some_and(|g| g.generation >= 2 && g.members.len() == 2);
+        async move { both.then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.send(Shutdown).await.expect("A shuts down");
+    b.send(Shutdown).await.expect("B shuts down");
+    let committed: Vec<(i32, i64)> = mock
+        .received()
+        .into_iter()
+        .filter_map(|r| match r.request {
+            RequestKind::OffsetCommit(c) => Some(c),
+            _ => None,
+        })
+        .flat_map(|c| c.topics.into_iter().flat_map(|t| t.partitions))
+        .map(|p| (p.partition_index, p.committed_offset))
+        .collect();
+    assert!(
+        committed.contains(&(0, 10)) && committed.contains(&(1, 10)),
+        "progress not committed: {committed:?}"
+    );
+    assert!(
+        committed.iter().all(|(p, _)| *p < 2),
+        "unchanged partitions committed: {committed:?}"
+    );
+}
+
 /// Why: a member whose session lapsed may be found out only at its next heartbeat, after the
 /// group gave its partitions away; their next owners wait for its release (its claim still
 /// stands), which must name the generation it owned them in, or they wait it out in vain.
