@@ -203,37 +203,75 @@ async fn without_the_sidechannel_the_same_rebalance_reads_records_twice() {
     assert!(mock.log_end(DEFAULT_SIDECHANNEL_TOPIC, 0) <= 0);
 }
 
+/// Sidechannel actors of any group over one mocked cluster and producer, as members open them.
+struct Channels {
+    cluster: Addr<Cluster>,
+    producer: Addr<Producer>,
+    config: ConsumerConfig,
+    log: slog::Logger,
+}
+
+impl Channels {
+    async fn connect(mock: &MockCluster) -> (Channels, CapturedLog) {
+        let (log, captured) = CapturedLog::new();
+        let cluster = Cluster::connect_with(
+            Arc::new(ClientConfig::new(["mock-1:9092"])),
+            log.clone(),
+            mock.connector(),
+        )
+        .await
+        .expect("bootstrap");
+        let producer = Producer::new(cluster.clone(), ProducerConfig::default(), log.clone())
+            .expect("config")
+            .start();
+        let channels = Channels {
+            cluster,
+            producer,
+            config: consumer(true),
+            log,
+        };
+        (channels, captured)
+    }
+
+    async fn open(&self, group: &str) -> Addr<Sidechannel> {
+        Sidechannel::open(
+            self.cluster.clone(),
+            self.producer.clone(),
+            group,
+            &self.config,
+            self.log.clone(),
+        )
+        .await
+        .expect("sidechannel opens")
+        .start()
+    }
+}
+
+/// Publishes `member`'s records of `kind` for (partition, offset) pairs of [`TOPIC`].
+fn publish(
+    side: &Addr<Sidechannel>,
+    member: &str,
+    generation: i32,
+    kind: HandoverKind,
+    offsets: &[(i32, i64)],
+) -> actix::dev::Request<Sidechannel, PublishHandover> {
+    side.send(PublishHandover {
+        generation,
+        member_id: member.to_owned(),
+        offsets: offsets
+            .iter()
+            .map(|(p, o)| ((TOPIC.to_owned(), *p), *o))
+            .collect(),
+        kind,
+    })
+}
+
 #[actix::test]
 async fn take_overs_wait_for_standing_claims_and_use_only_fresh_records_of_their_own_group() {
     let mock = mock();
-    let (log, captured) = CapturedLog::new();
-    let cluster = Cluster::connect_with(
-        Arc::new(ClientConfig::new(["mock-1:9092"])),
-        log.clone(),
-        mock.connector(),
-    )
-    .await
-    .expect("bootstrap");
-    let producer = Producer::new(cluster.clone(), ProducerConfig::default(), log.clone())
-        .expect("config")
-        .start();
-    let config = consumer(true);
-    let open = |group: &'static str| {
-        let (cluster, producer, config, log) = (
-            cluster.clone(),
-            producer.clone(),
-            config.clone(),
-            log.clone(),
-        );
-        async move {
-            Sidechannel::open(cluster, producer, group, &config, log)
-                .await
-                .expect("sidechannel opens")
-                .start()
-        }
-    };
-    let ours = open(GROUP).await;
-    let theirs = open("another-group").await;
+    let (channels, captured) = Channels::connect(&mock).await;
+    let ours = channels.open(GROUP).await;
+    let theirs = channels.open("another-group").await;
     // The topic was created (compacted) since it was missing.
     let created = mock.received().iter().any(|r| {
         matches!(&r.request, RequestKind::CreateTopics(c) if c.topics.iter().any(|t|
@@ -242,21 +280,6 @@ async fn take_overs_wait_for_standing_claims_and_use_only_fresh_records_of_their
                     && c.value.as_ref().is_some_and(|v| v.as_str() == "compact"))))
     });
     assert!(created, "{}", captured.lines().join("\n"));
-    let publish = |side: &Addr<Sidechannel>,
-                   member: &str,
-                   generation: i32,
-                   kind: HandoverKind,
-                   offsets: &[(i32, i64)]| {
-        side.send(PublishHandover {
-            generation,
-            member_id: member.to_owned(),
-            offsets: offsets
-                .iter()
-                .map(|(p, o)| ((TOPIC.to_owned(), *p), *o))
-                .collect(),
-            kind,
-        })
-    };
     use HandoverKind::{Owned, Released};
     for (side, member, generation, kind, offsets) in [
         (&ours, "m4", 4, Released, &[(0, 100), (1, 110)][..]),
@@ -505,51 +528,11 @@ async fn a_member_the_coordinator_forgot_releases_what_it_finished_in_its_old_ge
 #[actix::test]
 async fn a_new_member_sees_claims_written_before_it_started_and_nothing_stale() {
     let mock = mock();
-    let (log, captured) = CapturedLog::new();
-    let cluster = Cluster::connect_with(
-        Arc::new(ClientConfig::new(["mock-1:9092"])),
-        log.clone(),
-        mock.connector(),
-    )
-    .await
-    .expect("bootstrap");
-    let producer = Producer::new(cluster.clone(), ProducerConfig::default(), log.clone())
-        .expect("config")
-        .start();
-    let config = consumer(true);
-    let open = |group: &'static str| {
-        let (cluster, producer, config, log) = (
-            cluster.clone(),
-            producer.clone(),
-            config.clone(),
-            log.clone(),
-        );
-        async move {
-            Sidechannel::open(cluster, producer, group, &config, log)
-                .await
-                .expect("sidechannel opens")
-                .start()
-        }
-    };
-    let publish = |side: &Addr<Sidechannel>,
-                   member: &str,
-                   generation: i32,
-                   kind: HandoverKind,
-                   offsets: &[(i32, i64)]| {
-        side.send(PublishHandover {
-            generation,
-            member_id: member.to_owned(),
-            offsets: offsets
-                .iter()
-                .map(|(p, o)| ((TOPIC.to_owned(), *p), *o))
-                .collect(),
-            kind,
-        })
-    };
+    let (channels, captured) = Channels::connect(&mock).await;
     use HandoverKind::{Owned, Released};
     // The group's life so far, written through a member that was there.
-    let old = open(GROUP).await;
-    let reset = open("reset-group").await;
+    let old = channels.open(GROUP).await;
+    let reset = channels.open("reset-group").await;
     for (side, member, generation, kind, offsets) in [
         // "a" holds partition 0 since generation 2.
         (&old, "a", 2, Owned, &[(0, 40)][..]),
@@ -565,7 +548,7 @@ async fn a_new_member_sees_claims_written_before_it_started_and_nothing_stale() 
             .expect("published");
     }
     // A new process starts and is given all three in generation 3 before "a" has noticed.
-    let new = open(GROUP).await;
+    let new = channels.open(GROUP).await;
     let take = TakeOver {
         generation: 3,
         member_id: "n".into(),
@@ -608,7 +591,7 @@ async fn a_new_member_sees_claims_written_before_it_started_and_nothing_stale() 
     );
     // The reset group begins again at generation 1: the old life's claim of generation 9
     // neither fences its new member nor holds it up.
-    let fresh = open("reset-group").await;
+    let fresh = channels.open("reset-group").await;
     let started = std::time::Instant::now();
     let taken = fresh
         .send(TakeOver {
