@@ -11,7 +11,10 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::str::FromStr;
 
+use bytes::Bytes;
+
 mod lz4;
+mod pool;
 mod snappy;
 
 #[cfg(test)]
@@ -194,7 +197,27 @@ pub fn decompress(
     input: &[u8],
     limit: usize,
 ) -> Result<Vec<u8>, CompressionError> {
-    decompress_impl(codec, input, limit, false)
+    let mut out = Vec::new();
+    let produced = decompress_into(codec, input, limit, false, &mut out)?;
+    out.truncate(produced);
+    Ok(out)
+}
+
+/// [`decompress`] into a buffer recycled from earlier batches, as `Bytes` that give the buffer
+/// back when the last slice of it is dropped (see `pool`). What record decoding uses.
+pub fn decompress_shared(
+    codec: Compression,
+    input: &[u8],
+    limit: usize,
+) -> Result<Bytes, CompressionError> {
+    let mut out = pool::SHARED.take();
+    match decompress_into(codec, input, limit, false, &mut out) {
+        Ok(produced) => Ok(pool::SHARED.share(out, produced)),
+        Err(error) => {
+            pool::SHARED.give_back(out);
+            Err(error)
+        }
+    }
 }
 
 /// [`decompress`] for legacy magic-0 messages, whose LZ4 frames may carry a broken header checksum.
@@ -207,32 +230,53 @@ pub fn decompress_legacy_v0(
     input: &[u8],
     limit: usize,
 ) -> Result<Vec<u8>, CompressionError> {
-    decompress_impl(codec, input, limit, true)
+    let mut out = Vec::new();
+    let produced = decompress_into(codec, input, limit, true, &mut out)?;
+    out.truncate(produced);
+    Ok(out)
 }
 
-fn decompress_impl(
+/// Decompresses into `out`: the output is `out[..n]` for the `n` returned. What `out` holds on
+/// entry is scratch (a recycled buffer's old bytes), overwritten or cleared.
+fn decompress_into(
     codec: Compression,
     input: &[u8],
     limit: usize,
     legacy_lz4_checksum: bool,
-) -> Result<Vec<u8>, CompressionError> {
+    out: &mut Vec<u8>,
+) -> Result<usize, CompressionError> {
     match codec {
         Compression::None if input.len() > limit => {
             Err(CompressionError::TooLarge { codec, limit })
         }
-        Compression::None => Ok(input.to_vec()),
+        Compression::None => appended(out, |out| {
+            out.extend_from_slice(input);
+            Ok(())
+        }),
         // Every compressor writes at least a header even for empty input, and some decoders
         // would read zero bytes as an empty stream: reject it here, uniformly.
         _ if input.is_empty() => Err(corrupt(codec, "empty compressed payload")),
-        Compression::Gzip => read_bounded(codec, flate2::read::MultiGzDecoder::new(input), limit),
-        Compression::Snappy => snappy::decompress(input, limit),
-        Compression::Lz4 => lz4::decompress(input, limit, legacy_lz4_checksum),
-        Compression::Zstd => {
+        Compression::Gzip => appended(out, |out| {
+            read_bounded(codec, flate2::read::MultiGzDecoder::new(input), limit, out)
+        }),
+        Compression::Snappy => appended(out, |out| snappy::decompress(input, limit, out)),
+        Compression::Lz4 => lz4::decompress(input, limit, legacy_lz4_checksum, out),
+        Compression::Zstd => appended(out, |out| {
             let decoder = zstd::stream::read::Decoder::with_buffer(input)
                 .map_err(|e| corrupt(codec, format!("zstd decoder setup: {e}")))?;
-            read_bounded(codec, decoder, limit)
-        }
+            read_bounded(codec, decoder, limit, out)
+        }),
     }
+}
+
+/// Runs a decoder that appends to `out` on a cleared `out`: the bytes it produced.
+fn appended(
+    out: &mut Vec<u8>,
+    decode: impl FnOnce(&mut Vec<u8>) -> Result<(), CompressionError>,
+) -> Result<usize, CompressionError> {
+    out.clear();
+    decode(out)?;
+    Ok(out.len())
 }
 
 fn gzip_compress(
@@ -284,18 +328,18 @@ fn zstd_compress(
     Ok(())
 }
 
-/// Reads `reader` to its end into a vector that never grows past `limit`: the decompression
+/// Reads `reader` to its end into `out`, which never grows past `limit`: the decompression
 /// bomb guard for the streaming decoders, counting what they actually produce.
 fn read_bounded<R: Read>(
     codec: Compression,
     mut reader: R,
     limit: usize,
-) -> Result<Vec<u8>, CompressionError> {
-    let mut out = Vec::new();
+    out: &mut Vec<u8>,
+) -> Result<(), CompressionError> {
     let mut chunk = [0u8; 16 * 1024];
     loop {
         let n = match reader.read(&mut chunk) {
-            Ok(0) => return Ok(out),
+            Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(corrupt(codec, e.to_string())),
@@ -309,7 +353,7 @@ fn read_bounded<R: Read>(
         if produced.len() > limit - out.len() {
             return Err(CompressionError::TooLarge { codec, limit });
         }
-        reserve_within(&mut out, produced.len(), limit);
+        reserve_within(out, produced.len(), limit);
         out.extend_from_slice(produced);
     }
 }

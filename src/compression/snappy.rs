@@ -39,8 +39,11 @@ pub(super) fn compress(input: &[u8], out: &mut Vec<u8>) -> Result<(), Compressio
     }
 }
 
-pub(super) fn decompress(input: &[u8], limit: usize) -> Result<Vec<u8>, CompressionError> {
-    let mut out = Vec::new();
+pub(super) fn decompress(
+    input: &[u8],
+    limit: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), CompressionError> {
     if input.starts_with(&XERIAL_MAGIC) {
         // The versions are not checked: there has only ever been version 1, and snappy-java
         // itself does not reject others.
@@ -72,13 +75,13 @@ pub(super) fn decompress(input: &[u8], limit: usize) -> Result<Vec<u8>, Compress
                 ));
             }
             let (chunk, next) = tail.split_at(length);
-            raw_into(chunk, limit, &mut out)?;
+            raw_into(chunk, limit, out)?;
             rest = next;
         }
     } else {
-        raw_into(input, limit, &mut out)?;
+        raw_into(input, limit, out)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Appends one raw snappy block to `out`, checking its announced length against what is left of

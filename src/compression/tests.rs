@@ -239,6 +239,38 @@ fn round_trip_every_codec_and_level() {
 }
 
 #[test]
+fn shared_decoding_reuses_buffers_without_old_bytes_or_a_looser_limit() {
+    let codecs = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+    let (large, small) = (sample(700_000), payload());
+    for codec in codecs {
+        let (large_frame, small_frame) = (compressed(codec, &large), compressed(codec, &small));
+        // The large output goes back to the pool when dropped; the next decodes may get its
+        // buffer, with room far beyond what they may produce.
+        let first = decompress_shared(codec, &large_frame, 1 << 20).expect("large");
+        assert!(first == large, "{codec}: large");
+        drop(first);
+        for _ in 0..3 {
+            let back = decompress_shared(codec, &small_frame, small.len()).expect("small");
+            assert_eq!(&back[..], &small[..], "{codec}: small after large");
+            assert_eq!(
+                decompress_shared(codec, &large_frame, large.len() - 1),
+                Err(CompressionError::TooLarge {
+                    codec,
+                    limit: large.len() - 1
+                }),
+                "{codec}: the limit with a recycled buffer"
+            );
+        }
+    }
+}
+
+#[test]
 fn extreme_zstd_levels_round_trip() {
     let input = payload();
     let levels = zstd::compression_level_range();

@@ -142,7 +142,7 @@ impl Batch {
             return decode_v2_records(&self.header, &self.raw, V2_HEADER_SIZE, min_offset, out)
                 .map_err(|(bad, at)| self.error(RecordsErrorKind::Malformed(bad), at));
         }
-        let inflated = compression::decompress(
+        let inflated = compression::decompress_shared(
             codec,
             &self.raw[V2_HEADER_SIZE..],
             options.decompression_limit(),
@@ -150,7 +150,7 @@ impl Batch {
         .map_err(|e| self.error(RecordsErrorKind::Compression(e), V2_HEADER_SIZE))?;
         // Positions inside decompressed data mean nothing in the record set: report the start
         // of the compressed records instead.
-        decode_v2_records(&self.header, &Bytes::from(inflated), 0, min_offset, out)
+        decode_v2_records(&self.header, &inflated, 0, min_offset, out)
             .map_err(|(bad, _)| self.error(RecordsErrorKind::Malformed(bad), V2_HEADER_SIZE))
     }
 
