@@ -8,6 +8,16 @@
 //! work on the last ones. A partition whose buffer is full is left out until its tracker has
 //! finished enough (backpressure: memory stays bounded, nothing is dropped).
 //!
+//! Fetching ahead: when an answer arrives, the next request goes out before the answer is
+//! decoded, at the offsets its batch headers announce ([`peek_next_offset`]), so the broker
+//! prepares the next answer while this one is decompressed. Only when every partition asked
+//! came back with records in the v2 format: otherwise (a partition at the end of its log, an
+//! error, an old message format) the next request waits for decoding as before, so that no
+//! partition is left out of a long poll. A partition whose announced records would fill its
+//! buffer waits for the round after. Should
+//! decoding end elsewhere than announced (a corrupt batch), the answer fetched ahead for that
+//! partition no longer matches its position and is dropped, as after a seek.
+//!
 //! Per-partition answers:
 //! - NotLeader, UnknownTopicOrPartition, FencedLeaderEpoch and other leadership errors: the
 //!   partition is dropped here and reported ([`TroubleKind::NotLeader`]) with the offset it had
@@ -33,10 +43,11 @@ use konsumer::consumer::ConsumerConfig;
 use konsumer::kafka_protocol::messages::fetch_request::{
     FetchPartition as WirePartition, FetchTopic,
 };
-use konsumer::kafka_protocol::messages::{FetchRequest, TopicName};
+use konsumer::kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use konsumer::kafka_protocol::protocol::StrBytes;
 use konsumer::records::{
-    decode_fetched, AbortedTransaction, DecodeOptions, Isolation, PartitionFetch,
+    decode_fetched, peek_next_offset, AbortedTransaction, DecodeOptions, Isolation, PartitionFetch,
+    PeekedFetch,
 };
 use konsumer::{Error, KafkaCode};
 use slog::{info, warn, Logger};
@@ -85,6 +96,14 @@ pub struct Fetcher {
     closed: bool,
 }
 
+/// A request sent ahead: the next offsets peeked from the answer being decoded, and what
+/// that answer's request asked.
+#[derive(Clone, Copy)]
+struct Ahead<'a> {
+    peeked: &'a BTreeMap<Key, PeekedFetch>,
+    decoding: &'a BTreeMap<Key, Asked>,
+}
+
 /// What one request asked for each partition.
 struct Asked {
     offset: i64,
@@ -119,6 +138,52 @@ impl Fetcher {
 
     /// Starts a fetch round unless one is running or a timer will start it.
     fn poll(&mut self, ctx: &mut Context<Self>) {
+        self.fetch(None, ctx);
+    }
+
+    /// Sends the next request before `response` (the answer to `asked`) is decoded: see the
+    /// module doc. Partitions whose next offset the batch headers do not tell wait.
+    fn fetch_ahead(
+        &mut self,
+        response: &FetchResponse,
+        asked: &BTreeMap<Key, Asked>,
+        ctx: &mut Context<Self>,
+    ) {
+        let mut peeked: BTreeMap<Key, PeekedFetch> = BTreeMap::new();
+        for topic in &response.responses {
+            for data in &topic.partitions {
+                if data.error_code != 0 {
+                    continue;
+                }
+                let key = (Arc::from(topic.topic.0.as_str()), data.partition_index);
+                let (Some(sent), Some(entry)) = (asked.get(&key), self.partitions.get(&key)) else {
+                    continue;
+                };
+                if entry.epoch != sent.epoch || entry.offset != sent.offset {
+                    continue;
+                }
+                let set = data.records.as_deref().unwrap_or_default();
+                if let Some(next) = peek_next_offset(set, sent.offset) {
+                    peeked.insert(key, next);
+                }
+            }
+        }
+        // Only when every partition asked came back with records: a partition left out of the
+        // request fetched ahead would miss records arriving while that request waits (up to
+        // the fetch wait), where a request with it returns as soon as they come.
+        if !peeked.is_empty() && peeked.len() == asked.len() {
+            let ahead = Ahead {
+                peeked: &peeked,
+                decoding: asked,
+            };
+            self.fetch(Some(ahead), ctx);
+        }
+    }
+
+    /// Sends one fetch request. With `ahead` (the peeked next offsets and what the answer being
+    /// decoded asked), partitions in that answer are fetched from their peeked offsets, or
+    /// left for the next round.
+    fn fetch(&mut self, ahead: Option<Ahead<'_>>, ctx: &mut Context<Self>) {
         if self.closed || self.in_flight || self.waiting || self.partitions.is_empty() {
             return;
         }
@@ -134,13 +199,26 @@ impl Fetcher {
             (self.config.buffer_max_records, self.config.buffer_max_bytes);
         let mut topics: Vec<FetchTopic> = Vec::new();
         let mut asked: BTreeMap<Key, Asked> = BTreeMap::new();
-        for ((topic, partition), entry) in &self.partitions {
-            if !entry.flow.has_room(max_records, max_bytes) {
+        for (key, entry) in &self.partitions {
+            let (offset, coming) = match ahead {
+                None => (entry.offset, 0),
+                Some(ahead) => match ahead.peeked.get(key) {
+                    Some(next) => (next.next_offset, next.records),
+                    None if ahead.decoding.contains_key(key) => continue,
+                    None => (entry.offset, 0),
+                },
+            };
+            // Records still being decoded count against the buffer as if already in it.
+            if !entry
+                .flow
+                .has_room(max_records.saturating_sub(coming), max_bytes)
+            {
                 continue;
             }
+            let (topic, partition) = key;
             let wire = WirePartition::default()
                 .with_partition(*partition)
-                .with_fetch_offset(entry.offset)
+                .with_fetch_offset(offset)
                 .with_partition_max_bytes(entry.max_bytes);
             match topics.last_mut() {
                 Some(t) if t.topic.0.as_str() == &**topic => t.partitions.push(wire),
@@ -153,10 +231,13 @@ impl Fetcher {
             asked.insert(
                 (topic.clone(), *partition),
                 Asked {
-                    offset: entry.offset,
+                    offset,
                     epoch: entry.epoch,
                 },
             );
+        }
+        if asked.is_empty() && ahead.is_some() {
+            return; // the round after decoding decides
         }
         if asked.is_empty() {
             // Every partition is full: look again shortly (handlers are working).
@@ -217,6 +298,7 @@ impl Fetcher {
                         return;
                     }
                     act.failures = 0;
+                    act.fetch_ahead(&response, &asked, ctx);
                     act.take(response, asked);
                     act.poll(ctx);
                 }

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::batch::{record_count_hint, ControlType, RecordSetReader};
+use super::batch::{record_count_hint, ControlType, RecordSetReader, LOG_OVERHEAD, V2_HEADER_SIZE};
 use super::error::RecordsError;
 use super::record::Record;
 use super::DecodeOptions;
@@ -136,4 +136,48 @@ pub fn decode_fetched(
     }
     result.truncated = reader.truncated();
     result
+}
+
+/// What the batch headers of a record set say, read without decoding or checking the batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeekedFetch {
+    /// Where the next fetch would start if every complete batch decodes: what
+    /// [`decode_fetched`] then reports as `next_offset`.
+    pub next_offset: i64,
+    /// The records the complete batches hold, as their headers say.
+    pub records: usize,
+}
+
+/// The next fetch offset of a partition's record set, from its batch headers alone, so the
+/// next fetch can be sent before this one is decoded (decoding 1 KiB lz4 records takes longer
+/// than the fetch round trip). `None` when there is nothing to go on: no complete batch, a
+/// batch that is not magic v2, or a header that cannot be right. It is a prediction: the caller
+/// must still compare it with what decoding finds, as a corrupt batch stops decoding early.
+pub fn peek_next_offset(set: &[u8], fetch_offset: i64) -> Option<PeekedFetch> {
+    let mut pos = 0usize;
+    let mut peeked = PeekedFetch {
+        next_offset: fetch_offset,
+        records: 0,
+    };
+    while let Some(header) = set.get(pos..pos.checked_add(V2_HEADER_SIZE)?) {
+        let base = i64::from_be_bytes(header[..8].try_into().ok()?);
+        let length = usize::try_from(i32::from_be_bytes(header[8..12].try_into().ok()?)).ok()?;
+        let end = pos.checked_add(LOG_OVERHEAD)?.checked_add(length)?;
+        if header[16] != 2 || end < pos + V2_HEADER_SIZE {
+            return None;
+        }
+        if end > set.len() {
+            break; // the broker cut the last batch: not counted, as in decoding
+        }
+        let delta = i32::from_be_bytes(header[23..27].try_into().ok()?);
+        let count = i32::from_be_bytes(header[57..61].try_into().ok()?);
+        let (Ok(delta), Ok(count)) = (u32::try_from(delta), usize::try_from(count)) else {
+            return None;
+        };
+        let after = base.checked_add(i64::from(delta))?.checked_add(1)?;
+        peeked.next_offset = peeked.next_offset.max(after);
+        peeked.records = peeked.records.saturating_add(count);
+        pos = end;
+    }
+    (peeked.next_offset > fetch_offset).then_some(peeked)
 }

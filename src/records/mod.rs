@@ -34,7 +34,10 @@ mod varint;
 pub use batch::{Batch, BatchHeader, ControlType, RecordSetReader};
 pub use encode::{BatchBuilder, NewHeader, NO_HEADERS};
 pub use error::{RecordsError, RecordsErrorKind};
-pub use fetch::{decode_fetched, AbortedTransaction, FetchedRecords, Isolation, PartitionFetch};
+pub use fetch::{
+    decode_fetched, peek_next_offset, AbortedTransaction, FetchedRecords, Isolation,
+    PartitionFetch, PeekedFetch,
+};
 pub use record::{Header, Headers, HeadersIter, Record, TimestampType};
 
 use bytes::Bytes;

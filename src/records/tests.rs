@@ -235,6 +235,58 @@ fn a_truncated_trailing_batch_is_dropped_at_any_cut() {
 }
 
 #[test]
+fn peeking_predicts_the_next_offset_decoding_finds() {
+    let a = build(10, Compression::None, &specs(5));
+    let b = build(15, Compression::Lz4, &specs(5));
+    let gaps: Vec<Spec> = [0, 3, 9]
+        .into_iter()
+        .map(|d| Spec {
+            offset_delta: d,
+            ..spec(d)
+        })
+        .collect();
+    let c = build(20, Compression::Zstd, &gaps);
+    let whole = concat(&[&a, &b, &c]);
+    for fetch_offset in [10, 12, 20, 29] {
+        let decoded = decode_fetched(whole.clone(), &fetch(fetch_offset), &options());
+        let peeked = peek_next_offset(&whole, fetch_offset).expect("peeked");
+        assert_eq!(
+            peeked.next_offset, decoded.next_offset,
+            "from {fetch_offset}"
+        );
+        assert_eq!(peeked.next_offset, 30);
+        assert_eq!(peeked.records, 13);
+    }
+    // A cut last batch is not counted, at any cut, as in decoding.
+    for cut in 1..c.len() {
+        let set = whole.slice(..whole.len() - cut);
+        let peeked = peek_next_offset(&set, 10).expect("peeked");
+        assert_eq!(peeked.next_offset, 20, "cut {cut}");
+        assert_eq!(
+            peeked.next_offset,
+            decode_fetched(set, &fetch(10), &options()).next_offset
+        );
+    }
+    // Nothing to go on: empty, only a cut batch, all below the fetch offset.
+    assert_eq!(peek_next_offset(&[], 10), None);
+    assert_eq!(peek_next_offset(&a[..a.len() - 1], 10), None);
+    assert_eq!(peek_next_offset(&whole, 30), None);
+    // A header that cannot be right: another magic, a negative length or offset delta.
+    let mut bad = BytesMut::from(&a[..]);
+    bad[16] = 1;
+    assert_eq!(peek_next_offset(&bad, 10), None);
+    let mut bad = BytesMut::from(&a[..]);
+    bad[8..12].copy_from_slice(&(-1i32).to_be_bytes());
+    assert_eq!(peek_next_offset(&bad, 10), None);
+    let mut bad = BytesMut::from(&a[..]);
+    bad[23..27].copy_from_slice(&(-1i32).to_be_bytes());
+    assert_eq!(peek_next_offset(&bad, 10), None);
+    let mut bad = BytesMut::from(&a[..]);
+    bad[8..12].copy_from_slice(&10i32.to_be_bytes()); // shorter than its own header
+    assert_eq!(peek_next_offset(&bad, 10), None);
+}
+
+#[test]
 fn records_below_the_fetch_offset_are_skipped() {
     let a = build(10, Compression::None, &specs(10));
     let b = build(20, Compression::Zstd, &specs(10));

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use konsumer::consumer::{AfterRetries, ConsumerConfig, FailurePolicy, OffsetReset};
 use konsumer::group::GroupConfig;
 use konsumer::producer::ProducerConfig;
+use konsumer::protocol::RequestKind;
 use konsumer::{ClientConfig, Error};
 use konsumer_actors::testkit::{CapturedLog, MockCluster};
 use konsumer_actors::{
@@ -743,6 +744,78 @@ async fn a_corrupt_batch_stops_its_partition_after_the_good_records_before_it() 
     }
     assert_eq!(seen.distinct().len(), 5);
     wait_committed(&mock, [(0, 5)].into_iter().collect(), &service.log).await;
+    service.addr.send(Shutdown).await.expect("shutdown answers");
+}
+
+/// The offsets each Fetch the mock received asked for `partition`, in order.
+fn fetch_offsets(mock: &MockCluster, partition: i32) -> Vec<i64> {
+    mock.received()
+        .into_iter()
+        .filter_map(|r| match r.request {
+            RequestKind::Fetch(f) => Some(f),
+            _ => None,
+        })
+        .flat_map(|f| f.topics)
+        .flat_map(|t| t.partitions)
+        .filter(|p| p.partition == partition)
+        .map(|p| p.fetch_offset)
+        .collect()
+}
+
+#[actix::test]
+async fn an_answer_fetched_ahead_past_a_corrupt_batch_is_dropped() {
+    let mock = mock();
+    // Partitions 0 and 2 (broker 1): 0 holds 5 good records, a batch of 3 whose header is
+    // sound but whose records fail their CRC, then 5 good records; 2 holds 5 good records.
+    fill(&mock, 0, 5);
+    let mut corrupt =
+        konsumer::records::BatchBuilder::new(konsumer::compression::Compression::None, None);
+    for value in ["x", "y", "z"] {
+        corrupt.append(
+            1,
+            None,
+            Some(value.as_bytes()),
+            konsumer::records::NO_HEADERS,
+        );
+    }
+    let mut corrupt = corrupt.build().expect("batch").to_vec();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    mock.append_raw(TOPIC, 0, Bytes::from(corrupt), 3);
+    fill(&mock, 0, 5);
+    fill(&mock, 2, 5);
+    let seen = Arc::new(Seen::default());
+    let mut service = start(&mock, consumer(), batches(&seen, &[]), false).await;
+    let stopped = eventually(Duration::from_secs(10), "partition 0 stops", || {
+        let stopped = service.stopped();
+        async move { (!stopped.is_empty()).then_some(stopped) }
+    })
+    .await;
+    assert!(
+        matches!(&stopped[..], [(0, Error::Records(_))]),
+        "{stopped:?}"
+    );
+    eventually(Duration::from_secs(10), "partition 2 delivered", || {
+        let n = seen.distinct().iter().filter(|(p, _)| *p == 2).count();
+        async move { (n == 5).then_some(()) }
+    })
+    .await;
+    // The batch headers announced offset 13, so the next request asked for it before the
+    // answer was decoded; decoding stopped at offset 5, and that answer was dropped.
+    assert!(
+        fetch_offsets(&mock, 0).contains(&13),
+        "no fetch ahead: {:?}",
+        fetch_offsets(&mock, 0)
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let partition_0: Vec<i64> = seen
+        .attempts()
+        .iter()
+        .filter(|(p, _)| *p == 0)
+        .map(|(_, o)| *o)
+        .collect();
+    assert_eq!(partition_0, (0..5).collect::<Vec<_>>());
+    wait_committed(&mock, [(0, 5), (2, 5)].into_iter().collect(), &service.log).await;
     service.addr.send(Shutdown).await.expect("shutdown answers");
 }
 
