@@ -134,6 +134,15 @@ struct Service {
 }
 
 impl Service {
+    /// Waits (up to 10 s) until some partition has stopped: the partitions that did.
+    async fn first_stops(&mut self, what: &str) -> Vec<(i32, Error)> {
+        eventually(Duration::from_secs(10), what, || {
+            let stopped = self.stopped();
+            async move { (!stopped.is_empty()).then_some(stopped) }
+        })
+        .await
+    }
+
     fn stopped(&mut self) -> Vec<(i32, Error)> {
         let mut out = Vec::new();
         while let Ok(event) = self.events.try_recv() {
@@ -323,11 +332,7 @@ async fn a_record_that_keeps_failing_is_retried_then_stops_its_partition_below_i
     }
     let seen = Arc::new(Seen::default());
     let mut service = start(&mock, consumer(), batches(&seen, &[(1, 4)]), false).await;
-    let stopped = eventually(Duration::from_secs(10), "partition 1 stops", || {
-        let stopped = service.stopped();
-        async move { (!stopped.is_empty()).then_some(stopped) }
-    })
-    .await;
+    let stopped = service.first_stops("partition 1 stops").await;
     match &stopped[..] {
         [(
             1,
@@ -730,11 +735,7 @@ async fn a_corrupt_batch_stops_its_partition_after_the_good_records_before_it() 
     mock.append_raw(TOPIC, 0, Bytes::from(garbage), 3);
     let seen = Arc::new(Seen::default());
     let mut service = start(&mock, consumer(), batches(&seen, &[]), false).await;
-    let stopped = eventually(Duration::from_secs(10), "partition 0 stops", || {
-        let stopped = service.stopped();
-        async move { (!stopped.is_empty()).then_some(stopped) }
-    })
-    .await;
+    let stopped = service.first_stops("partition 0 stops").await;
     match &stopped[..] {
         [(0, Error::Records(e))] => {
             let text = e.to_string();
@@ -786,11 +787,7 @@ async fn an_answer_fetched_ahead_past_a_corrupt_batch_is_dropped() {
     fill(&mock, 2, 5);
     let seen = Arc::new(Seen::default());
     let mut service = start(&mock, consumer(), batches(&seen, &[]), false).await;
-    let stopped = eventually(Duration::from_secs(10), "partition 0 stops", || {
-        let stopped = service.stopped();
-        async move { (!stopped.is_empty()).then_some(stopped) }
-    })
-    .await;
+    let stopped = service.first_stops("partition 0 stops").await;
     assert!(
         matches!(&stopped[..], [(0, Error::Records(_))]),
         "{stopped:?}"
