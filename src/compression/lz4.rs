@@ -10,7 +10,9 @@ use std::io::{Read, Write};
 
 use lz4_flex::frame::{BlockMode, BlockSize, FrameDecoder, FrameEncoder, FrameInfo};
 
-use super::{corrupt, read_bounded, reserve_within, Compression, CompressionError};
+use super::{
+    corrupt, initialized_up_to, read_bounded, reserve_within, Compression, CompressionError,
+};
 
 const CODEC: Compression = Compression::Lz4;
 /// 0x184D2204 little-endian. The legacy (0x184C2102) and skippable frame magics are rejected:
@@ -46,8 +48,7 @@ pub(super) fn compress(input: &[u8], out: &mut Vec<u8>) -> Result<(), Compressio
 }
 
 /// Decodes one frame into `out`: the output is `out[..n]` for the `n` returned. What `out`
-/// holds on entry is scratch, overwritten; frames of independent blocks decode in it as they
-/// are, other frames clear it first.
+/// holds on entry is scratch, overwritten.
 pub(super) fn decompress(
     input: &[u8],
     limit: usize,
@@ -60,17 +61,14 @@ pub(super) fn decompress(
     {
         return decoded;
     }
-    out.clear();
     let hc_pos = frame.hc_pos;
     if legacy_header_checksum {
         if let Some(header) = fixed_legacy_header(input, hc_pos)? {
             let (header, rest) = (&header[..=hc_pos], &input[hc_pos + 1..]);
-            read_bounded(CODEC, FrameDecoder::new(header.chain(rest)), limit, out)?;
-            return Ok(out.len());
+            return read_bounded(CODEC, FrameDecoder::new(header.chain(rest)), limit, out);
         }
     }
-    read_bounded(CODEC, FrameDecoder::new(input), limit, out)?;
-    Ok(out.len())
+    read_bounded(CODEC, FrameDecoder::new(input), limit, out)
 }
 
 /// What [`check_frame`] found: where the header checksum byte (HC) is, and how many blocks follow.
@@ -317,16 +315,6 @@ fn decode_checked_frame(
         }
     }
     Ok(produced)
-}
-
-/// Makes `out[..end]` initialized memory to decode into. Bytes already there (left by an earlier
-/// batch in a recycled buffer) are overwritten, not zeroed first: zeroing cost as much CPU as a
-/// tenth of the decoding. The caller guarantees `end <= limit`.
-fn initialized_up_to(out: &mut Vec<u8>, end: usize, limit: usize) {
-    if out.len() < end {
-        reserve_within(out, end - out.len(), limit);
-        out.resize(end, 0);
-    }
 }
 
 /// Decodes one LZ4 block into `out`, never writing past its end: the bytes written.

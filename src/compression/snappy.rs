@@ -6,7 +6,7 @@
 //! start with that magic (its first element after the length varint would be a copy, which is
 //! invalid at position 0), so the magic alone tells the two apart.
 
-use super::{corrupt, reserve_within, Compression, CompressionError};
+use super::{corrupt, initialized_up_to, Compression, CompressionError};
 
 const CODEC: Compression = Compression::Snappy;
 const XERIAL_MAGIC: [u8; 8] = [0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0];
@@ -39,11 +39,13 @@ pub(super) fn compress(input: &[u8], out: &mut Vec<u8>) -> Result<(), Compressio
     }
 }
 
+/// Decodes into `out`'s scratch (see `decompress_into`): the bytes produced.
 pub(super) fn decompress(
     input: &[u8],
     limit: usize,
     out: &mut Vec<u8>,
-) -> Result<(), CompressionError> {
+) -> Result<usize, CompressionError> {
+    let mut produced = 0;
     if input.starts_with(&XERIAL_MAGIC) {
         // The versions are not checked: there has only ever been version 1, and snappy-java
         // itself does not reject others.
@@ -75,19 +77,25 @@ pub(super) fn decompress(
                 ));
             }
             let (chunk, next) = tail.split_at(length);
-            raw_into(chunk, limit, out)?;
+            produced = raw_into(chunk, limit, out, produced)?;
             rest = next;
         }
     } else {
-        raw_into(input, limit, out)?;
+        produced = raw_into(input, limit, out, produced)?;
     }
-    Ok(())
+    Ok(produced)
 }
 
-/// Appends one raw snappy block to `out`, checking its announced length against what is left of
-/// `limit` before allocating; snap then checks the block produces exactly that length.
-fn raw_into(block: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), CompressionError> {
-    let room = limit.saturating_sub(out.len());
+/// Decodes one raw snappy block into `out` after its first `produced` bytes, checking its
+/// announced length against what is left of `limit` before making room; snap then checks the
+/// block produces exactly that length. The bytes produced in all.
+fn raw_into(
+    block: &[u8],
+    limit: usize,
+    out: &mut Vec<u8>,
+    produced: usize,
+) -> Result<usize, CompressionError> {
+    let room = limit.saturating_sub(produced);
     let length = match snap::raw::decompress_len(block) {
         Ok(length) => length,
         // Beyond snappy's 4 GiB format limit: a bomb if over our limit, garbage otherwise.
@@ -105,14 +113,10 @@ fn raw_into(block: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), Compres
             limit,
         });
     }
-    let start = out.len();
-    reserve_within(out, length, limit);
-    out.resize(start + length, 0);
-    match snap::raw::Decoder::new().decompress(block, &mut out[start..]) {
-        Ok(written) => {
-            out.truncate(start + written);
-            Ok(())
-        }
+    let end = produced + length;
+    initialized_up_to(out, end, limit);
+    match snap::raw::Decoder::new().decompress(block, &mut out[produced..end]) {
+        Ok(written) => Ok(produced + written),
         Err(e) => Err(corrupt(CODEC, e.to_string())),
     }
 }
