@@ -271,6 +271,45 @@ fn shared_decoding_reuses_buffers_without_old_bytes_or_a_looser_limit() {
 }
 
 #[test]
+fn zstd_with_a_reused_context_keeps_the_limit_and_recovers_from_corruption() {
+    let (first, second) = (sample(1000), sample(5000));
+    let one = compressed(Compression::Zstd, &first);
+    let two = [one.clone(), compressed(Compression::Zstd, &second)].concat();
+    let both = [first.clone(), second].concat();
+    // Room to spare in the buffer (as a recycled one has) must not loosen the limit.
+    for limit in [1000, 5999] {
+        let mut out = Vec::with_capacity(1 << 20);
+        assert_eq!(
+            decompress_into(Compression::Zstd, &two, limit, false, &mut out),
+            Err(CompressionError::TooLarge {
+                codec: Compression::Zstd,
+                limit
+            }),
+            "limit {limit}"
+        );
+    }
+    let mut out = Vec::with_capacity(1 << 20);
+    let n = decompress_into(Compression::Zstd, &two, 6000, false, &mut out).expect("two frames");
+    assert_eq!(&out[..n], &both[..]);
+    // The thread's context is clean after a failure: a cut frame, a corrupt one, then a good one.
+    let mut bad = one.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    let mut out = Vec::new();
+    assert!(decompress_into(
+        Compression::Zstd,
+        &one[..one.len() / 2],
+        1 << 20,
+        false,
+        &mut out
+    )
+    .is_err());
+    assert!(decompress_into(Compression::Zstd, &bad, 1 << 20, false, &mut out).is_err());
+    let n = decompress_into(Compression::Zstd, &one, 1000, false, &mut out).expect("one frame");
+    assert_eq!(&out[..n], &first[..]);
+}
+
+#[test]
 fn extreme_zstd_levels_round_trip() {
     let input = payload();
     let levels = zstd::compression_level_range();
