@@ -53,9 +53,9 @@ use crate::coordinator::Coordinator;
 use crate::fetcher::Fetcher;
 use crate::hooks::{OffsetHooks, StartAt};
 use crate::messages::{
-    Close, Commit, CommitOffset, Drain, EventSink, FetchPartition, FetchTrouble, GetMetadata,
-    GroupEvent, HandlerRef, MarkMetadata, PartitionFlow, PartitionOffsets, PartitionStopped, Pause,
-    Purpose, Release, Route, Seek, StopFetching, Target, TroubleKind,
+    Close, Commit, CommitOffset, Drain, EventSink, FetchCommitted, FetchPartition, FetchTrouble,
+    GetMetadata, GroupEvent, HandlerRef, MarkMetadata, PartitionFlow, PartitionOffsets,
+    PartitionStopped, Pause, Purpose, Release, Route, Seek, StopFetching, Target, TroubleKind,
 };
 use crate::partition_tracker::PartitionTracker;
 use crate::producer::Producer;
@@ -502,6 +502,8 @@ impl ConsumerService {
         let member_id = self.member_id.clone();
         let claimant = member_id.clone();
         let owner_wait = self.group.session_timeout;
+        let quick = self.consumer.sidechannel_wait;
+        let coordinator = self.coordinator.clone();
         let log = self.log.clone();
         let work = async move {
             // Without a sidechannel (or with it gone): every partition starts, nothing handed.
@@ -509,6 +511,7 @@ impl ConsumerService {
                 start: committed.keys().map(|k| (k.clone(), None)).collect(),
                 fenced: Vec::new(),
             };
+            let asked = std::time::Instant::now();
             let taken = match &sidechannel {
                 Some(side) if !committed.is_empty() => side
                     .send(TakeOver {
@@ -521,6 +524,34 @@ impl ConsumerService {
                     .unwrap_or_else(|_| untouched()),
                 _ => untouched(),
             };
+            // A take-over that waited for a previous owner (longer than a late release could
+            // take) may have let that owner commit meanwhile: read the commits again, so the
+            // partitions do not start from what was committed at the join.
+            let mut committed = committed;
+            if asked.elapsed() > quick {
+                if let Some(coordinator) = &coordinator {
+                    let mut partitions = konsumer::group::TopicPartitions::new();
+                    for (topic, partition) in taken.start.keys() {
+                        partitions
+                            .entry(topic.clone())
+                            .or_default()
+                            .push(*partition);
+                    }
+                    match coordinator.send(FetchCommitted { partitions }).await {
+                        Ok(Ok(fresh)) => {
+                            for (key, offset) in fresh {
+                                let known = committed.entry(key).or_insert(None);
+                                if offset > *known {
+                                    *known = offset;
+                                }
+                            }
+                        }
+                        Ok(Err(error)) => warn!(log, "commits not read again after the take-over";
+                            "error" => %error),
+                        Err(_) => {}
+                    }
+                }
+            }
             let mut starts = Vec::new();
             for ((topic, partition), handed) in taken.start {
                 let committed = committed

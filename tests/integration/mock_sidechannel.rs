@@ -718,3 +718,41 @@ async fn graceful_rebalances_on_a_broker_with_kafkas_join_barrier_handle_every_r
         member.send(Shutdown).await.expect("shuts down");
     }
 }
+
+#[actix::test]
+async fn a_take_over_that_waited_for_an_owner_starts_from_the_commits_made_meanwhile() {
+    let mock = mock();
+    fill(&mock, 100);
+    mock.commit(GROUP, TOPIC, 0, 10);
+    // The assignment comes late, so "ghost" can claim partition 0 after the member started, in
+    // the generation the member will join (the mock's first), as a broker that handed one
+    // partition to two members would have it. Ghost never releases.
+    let (channels, _captured) = Channels::connect(&mock).await;
+    let side = channels.open(GROUP).await;
+    mock.delay(ApiKey::SyncGroup, Duration::from_millis(1000));
+    let seen: Seen = Arc::default();
+    let member = member(&mock, consumer(true), &seen).await;
+    publish(&side, "ghost", 1, HandoverKind::Owned, &[(0, 10)])
+        .await
+        .expect("alive")
+        .expect("published");
+    // While the member waits for ghost's release (up to the 1.5 s session timeout), ghost
+    // commits its progress.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    mock.commit(GROUP, TOPIC, 0, 60);
+    let first = eventually(Duration::from_secs(10), "partition 0 delivered", || {
+        let first = seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .find(|(p, _)| *p == 0)
+            .map(|(_, o)| *o);
+        async move { first }
+    })
+    .await;
+    assert_eq!(
+        first, 60,
+        "started from the commit read at the join, not the one made while it waited"
+    );
+    member.send(Shutdown).await.expect("shutdown answers");
+}

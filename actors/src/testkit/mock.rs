@@ -475,6 +475,14 @@ impl MockCluster {
         Some(state.delays.remove(i).1)
     }
 
+    /// Commits `offset` for `group` as if a member had (no generation check): another member
+    /// moving a partition on behind a test's back.
+    pub fn commit(&self, group: &str, topic: &str, partition: i32, offset: i64) {
+        self.state()
+            .coordinator
+            .commit(group, topic, partition, offset, None);
+    }
+
     /// The mocked coordinator's view of `group`.
     pub fn group(&self, group: &str) -> Option<MockGroup> {
         self.state().coordinator.snapshot(group)
