@@ -104,6 +104,19 @@ async fn member(mock: &MockCluster, config: ConsumerConfig, seen: &Seen) -> Addr
         .expect("service starts")
 }
 
+/// Waits (up to 10 s) until `n` distinct records have been handled.
+async fn handled_distinct(seen: &Seen, n: usize) {
+    eventually(
+        Duration::from_secs(10),
+        &format!("{n} distinct records"),
+        || {
+            let (_, distinct) = count(seen);
+            async move { (distinct == n).then_some(()) }
+        },
+    )
+    .await;
+}
+
 fn count(seen: &Seen) -> (usize, usize) {
     let seen = seen.lock().expect("lock");
     let distinct: std::collections::BTreeSet<_> = seen.iter().collect();
@@ -118,11 +131,7 @@ async fn second_member_joins_while_commits_fail(sidechannel: bool) -> (usize, us
     fill(&mock, 10);
     let seen: Seen = Arc::default();
     let a = member(&mock, consumer(sidechannel), &seen).await;
-    eventually(Duration::from_secs(10), "A handles 40 records", || {
-        let (_, distinct) = count(&seen);
-        async move { (distinct == 40).then_some(()) }
-    })
-    .await;
+    handled_distinct(&seen, 40).await;
     let refused = || {
         Err(Error::Broker {
             code: KafkaCode::IllegalGeneration,
@@ -478,11 +487,7 @@ async fn a_member_the_coordinator_forgot_releases_what_it_finished_in_its_old_ge
     fill(&mock, 10);
     let seen: Seen = Arc::default();
     let service = member(&mock, consumer(true), &seen).await;
-    eventually(Duration::from_secs(10), "40 records", || {
-        let (_, distinct) = count(&seen);
-        async move { (distinct == 40).then_some(()) }
-    })
-    .await;
+    handled_distinct(&seen, 40).await;
     let first_member = mock
         .group(GROUP)
         .and_then(|g| g.members.keys().next().cloned())
@@ -621,11 +626,7 @@ async fn progress_during_a_rebalance_goes_to_the_sidechannel_on_each_commit_tick
         ..consumer(true)
     };
     let service = member(&mock, config, &seen).await;
-    eventually(Duration::from_secs(10), "40 records", || {
-        let (_, distinct) = count(&seen);
-        async move { (distinct == 40).then_some(()) }
-    })
-    .await;
+    handled_distinct(&seen, 40).await;
     let handed_over = || -> Vec<Handover> {
         mock.produced(DEFAULT_SIDECHANNEL_TOPIC, 0)
             .iter()
