@@ -309,6 +309,89 @@ fn zstd_with_a_reused_context_keeps_the_limit_and_recovers_from_corruption() {
     assert_eq!(&out[..n], &first[..]);
 }
 
+/// A zstd frame whose header announces `announced` bytes instead of what it holds.
+fn zstd_frame_announcing(data: &[u8], announced: u64) -> Vec<u8> {
+    let mut frame = compressed(Compression::Zstd, data);
+    let descriptor = frame[4];
+    let single_segment = descriptor & 0x20 != 0;
+    let at = 5 + usize::from(!single_segment) + [0, 1, 2, 4][usize::from(descriptor & 3)];
+    let width = [usize::from(single_segment), 2, 4, 8][usize::from(descriptor >> 6)];
+    assert_eq!(width, 2, "a frame of {} bytes", data.len());
+    let field = u16::try_from(announced - 256).expect("two-byte size field");
+    frame[at..at + 2].copy_from_slice(&field.to_le_bytes());
+    frame
+}
+
+#[test]
+fn zstd_decodes_in_one_shot_only_a_single_frame_announcing_a_size_within_the_limit() {
+    let data = sample(10_000);
+    let one = compressed(Compression::Zstd, &data);
+    assert_eq!(super::zstd_single_frame_size(&one, 10_000), Some(10_000));
+    assert_eq!(
+        super::zstd_single_frame_size(&one, 9_999),
+        None,
+        "over the limit"
+    );
+    let two = [one.clone(), one.clone()].concat();
+    assert_eq!(
+        super::zstd_single_frame_size(&two, 1 << 20),
+        None,
+        "two frames"
+    );
+    let stream = hex(ZSTD_PY_STREAM);
+    assert_eq!(
+        super::zstd_single_frame_size(&stream, 1 << 20),
+        None,
+        "no size"
+    );
+    assert_eq!(
+        super::zstd_single_frame_size(&one[..one.len() - 1], 1 << 20),
+        None,
+        "cut"
+    );
+    let zeros = compressed(Compression::Zstd, &vec![0; 1 << 20]);
+    assert!(zeros.len() * 255 < 1 << 20, "{} bytes", zeros.len());
+    assert_eq!(
+        super::zstd_single_frame_size(&zeros, 1 << 20),
+        None,
+        "expands too far"
+    );
+    assert_eq!(
+        decompress(Compression::Zstd, &zeros, 1 << 20).expect("streams"),
+        vec![0; 1 << 20]
+    );
+    // Both paths give the same output, with a recycled buffer's room and old bytes.
+    for input in [&one[..], &two[..]] {
+        let mut out = vec![0xAA; 1 << 20];
+        let n =
+            decompress_into(Compression::Zstd, input, 1 << 20, false, &mut out).expect("decodes");
+        assert!(out[..n].chunks(data.len()).all(|chunk| chunk == data));
+        assert_eq!(n, input.len() / one.len() * data.len());
+    }
+}
+
+#[test]
+fn a_zstd_frame_announcing_a_false_size_is_corrupt_whatever_the_room() {
+    let data = sample(10_000);
+    for announced in [9_000, 11_000] {
+        let frame = zstd_frame_announcing(&data, announced);
+        for room in [0, 1 << 20] {
+            let mut out = Vec::with_capacity(room);
+            let result = decompress_into(Compression::Zstd, &frame, 1 << 20, false, &mut out);
+            assert!(
+                matches!(result, Err(CompressionError::Corrupt { .. })),
+                "announcing {announced}, room {room}: {result:?}"
+            );
+        }
+    }
+    // The true size decodes: only the header was changed above.
+    let frame = zstd_frame_announcing(&data, 10_000);
+    assert_eq!(
+        decompress(Compression::Zstd, &frame, 10_000).expect("true"),
+        data
+    );
+}
+
 #[test]
 fn extreme_zstd_levels_round_trip() {
     let input = payload();
