@@ -38,6 +38,7 @@
 //! --max-batch N            konsumer: ConsumerConfig::max_batch_records (default 1000)
 //! --max-in-flight N        konsumer: ConsumerConfig::max_in_flight (default 1)
 //! --buffer-records N       konsumer: ConsumerConfig::buffer_max_records (default 20000)
+//! --decode-threads N       konsumer: ConsumerConfig::decode_threads (default 2)
 //! --partition-max-bytes N  all: max.partition.fetch.bytes (default 1048576)
 //! --fetch-max-wait-ms N    all: fetch.wait.max.ms (default 500)
 //! --fetch-max-bytes N      all: fetch.max.bytes (default 52428800)

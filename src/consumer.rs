@@ -115,7 +115,16 @@ pub struct ConsumerConfig {
     /// How long a member starting a newly assigned partition waits, at most, to have read the
     /// sidechannel up to its end before it starts from the committed offset alone.
     pub sidechannel_wait: Duration,
+    /// Threads that decode one large fetch answer's partitions side by side, the Fetcher's own
+    /// included (each takes a share of at least [`DECODE_SHARE_MIN_BYTES`]). 1: the Fetcher
+    /// decodes alone. Decompression is most of a consumer's CPU with compressed topics, and a
+    /// broker's answer carries several partitions that decode independently.
+    pub decode_threads: usize,
 }
+
+/// The least bytes of one fetch answer's records worth a decoding thread of their own (see
+/// [`ConsumerConfig::decode_threads`]): below it, starting the thread costs more than it saves.
+pub const DECODE_SHARE_MIN_BYTES: usize = 512 * 1024;
 
 /// The sidechannel topic's default name.
 pub const DEFAULT_SIDECHANNEL_TOPIC: &str = "konsumer-sidechannel-offsets";
@@ -147,6 +156,7 @@ impl Default for ConsumerConfig {
             },
             sidechannel_topic: DEFAULT_SIDECHANNEL_TOPIC.to_owned(),
             sidechannel_wait: Duration::from_millis(300),
+            decode_threads: 2,
         }
     }
 }
@@ -234,6 +244,9 @@ impl ConsumerConfig {
         if self.sidechannel_wait > Duration::from_secs(60) {
             return bad("sidechannel_wait", "must be at most 60 s");
         }
+        if !(1..=64).contains(&self.decode_threads) {
+            return bad("decode_threads", "must be 1 to 64");
+        }
         Ok(())
     }
 }
@@ -295,6 +308,8 @@ mod tests {
                 "sidechannel_wait",
                 Box::new(|c| c.sidechannel_wait = Duration::from_secs(61)),
             ),
+            ("decode_threads", Box::new(|c| c.decode_threads = 0)),
+            ("decode_threads", Box::new(|c| c.decode_threads = 65)),
         ];
         for (field, spoil) in cases {
             let mut config = ConsumerConfig::default();

@@ -62,6 +62,8 @@ pub struct ServiceSettings {
     /// The sidechannel topic (default `konsumer-sidechannel-offsets`; empty disables it).
     pub sidechannel_topic: Option<String>,
     pub sidechannel_wait_ms: Option<u64>,
+    /// Threads decoding one large fetch answer side by side (default 2).
+    pub decode_threads: Option<usize>,
     /// TLS to every broker (`security.protocol` SSL / SASL_SSL).
     pub tls: Option<TlsSettings>,
     /// SASL authentication with every broker (SASL_PLAINTEXT / SASL_SSL).
@@ -265,6 +267,9 @@ impl ServiceSettings {
         if let Some(v) = self.max_in_flight {
             consumer.max_in_flight = v;
         }
+        if let Some(v) = self.decode_threads {
+            consumer.decode_threads = v;
+        }
         if let Some(v) = self.commit_interval_ms {
             consumer.commit_interval = ms(v);
         }
@@ -403,7 +408,8 @@ mod tests {
                 "failure_policy": {"retries": 1, "then": "skip"},
                 "topic_failure_policies": {"orders": {"dead_letter_topic": "orders.dlq"}},
                 "max_message_age_ms": {"audit-x": 60000}, "drain_timeout_ms": 3000,
-                "sidechannel_topic": "offsets.handover", "sidechannel_wait_ms": 150
+                "sidechannel_topic": "offsets.handover", "sidechannel_wait_ms": 150,
+                "decode_threads": 3
             }"#,
         )
         .into_configs()
@@ -417,6 +423,7 @@ mod tests {
         assert_eq!(consumer.isolation, Isolation::ReadCommitted);
         assert_eq!(consumer.offset_reset, OffsetReset::Earliest);
         assert_eq!(consumer.max_in_flight, 4);
+        assert_eq!(consumer.decode_threads, 3);
         assert!(consumer.in_order_done);
         assert_eq!(consumer.failure_policy.retries, 1);
         assert_eq!(consumer.failure_policy.then, AfterRetries::Skip);

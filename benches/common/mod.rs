@@ -96,6 +96,7 @@ pub struct Settings {
     pub max_batch: usize,
     pub max_in_flight: usize,
     pub buffer_records: usize,
+    pub decode_threads: usize,
     pub partition_max_bytes: i32,
     pub fetch_max_wait: Duration,
     pub fetch_max_bytes: i32,
@@ -152,6 +153,7 @@ impl Settings {
             max_batch: defaults.max_batch_records,
             max_in_flight: defaults.max_in_flight,
             buffer_records: defaults.buffer_max_records,
+            decode_threads: defaults.decode_threads,
             partition_max_bytes: defaults.partition_max_bytes,
             fetch_max_wait: defaults.fetch_max_wait,
             fetch_max_bytes: defaults.fetch_max_bytes,
@@ -181,6 +183,7 @@ impl Settings {
                 "--max-batch" => self.max_batch = number(&arg, &text()?)? as usize,
                 "--max-in-flight" => self.max_in_flight = number(&arg, &text()?)? as usize,
                 "--buffer-records" => self.buffer_records = number(&arg, &text()?)? as usize,
+                "--decode-threads" => self.decode_threads = number(&arg, &text()?)? as usize,
                 "--partition-max-bytes" => {
                     self.partition_max_bytes = int32(number(&arg, &text()?)?)?
                 }
@@ -253,6 +256,7 @@ impl Settings {
             || self.max_batch == 0
             || self.max_in_flight == 0
             || self.buffer_records == 0
+            || self.decode_threads == 0
             || self.partition_max_bytes <= 0
             || self.fetch_max_bytes <= 0
         {
@@ -283,6 +287,7 @@ impl Settings {
             ("--max-batch", self.max_batch.to_string()),
             ("--max-in-flight", self.max_in_flight.to_string()),
             ("--buffer-records", self.buffer_records.to_string()),
+            ("--decode-threads", self.decode_threads.to_string()),
             (
                 "--partition-max-bytes",
                 self.partition_max_bytes.to_string(),
@@ -313,6 +318,7 @@ impl Settings {
             max_batch_records: self.max_batch,
             max_in_flight: self.max_in_flight,
             buffer_max_records: self.buffer_records,
+            decode_threads: self.decode_threads,
             partition_max_bytes: self.partition_max_bytes,
             fetch_max_wait: self.fetch_max_wait,
             fetch_max_bytes: self.fetch_max_bytes,
@@ -356,7 +362,7 @@ impl Settings {
         let config = self.consumer_config();
         let mut line = format!(
             "handler: {}; konsumer: max_batch_records {}, max_in_flight {}, buffer_max_records \
-             {}; all: max partition fetch bytes {}, fetch max bytes {}, fetch max wait {} ms; \
+             {}, decode_threads {}; all: max partition fetch bytes {}, fetch max bytes {}, fetch max wait {} ms; \
              each client in a process of its own",
             if self.touch {
                 "count, check offsets, sum value lengths and bytes"
@@ -366,6 +372,7 @@ impl Settings {
             config.max_batch_records,
             config.max_in_flight,
             config.buffer_max_records,
+            config.decode_threads,
             config.partition_max_bytes,
             config.fetch_max_bytes,
             config.fetch_max_wait.as_millis()

@@ -148,6 +148,18 @@ pub struct PeekedFetch {
     pub records: usize,
 }
 
+/// Whether a partition's record set starts with a compressed batch (v2) or wrapper message
+/// (v0/v1), from its header alone: decompressing is most of what decoding costs, so this tells
+/// a set worth a decoding thread of its own from one that is only parsed.
+pub fn is_compressed(set: &[u8]) -> bool {
+    let codec = match set.get(16) {
+        Some(2) => set.get(22).copied(), // the low byte of the batch's attributes
+        Some(0 | 1) => set.get(17).copied(), // the message's attributes
+        _ => None,
+    };
+    codec.is_some_and(|attributes| attributes & 0x07 != 0)
+}
+
 /// The next fetch offset of a partition's record set, from its batch headers alone, so the
 /// next fetch can be sent before this one is decoded (decoding 1 KiB lz4 records takes longer
 /// than the fetch round trip). `None` when there is nothing to go on: no complete batch, a

@@ -35,7 +35,7 @@ pub use batch::{Batch, BatchHeader, ControlType, RecordSetReader};
 pub use encode::{BatchBuilder, NewHeader, NO_HEADERS};
 pub use error::{RecordsError, RecordsErrorKind};
 pub use fetch::{
-    decode_fetched, peek_next_offset, AbortedTransaction, FetchedRecords, Isolation,
+    decode_fetched, is_compressed, peek_next_offset, AbortedTransaction, FetchedRecords, Isolation,
     PartitionFetch, PeekedFetch,
 };
 pub use record::{Header, Headers, HeadersIter, Record, TimestampType};

@@ -540,6 +540,44 @@ fn an_empty_batch_cannot_be_built() {
     assert!(matches!(err.kind, RecordsErrorKind::Encode(_)));
 }
 
+#[test]
+fn compressed_sets_are_told_from_their_first_header() {
+    for codec in [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let set = build(0, codec, &specs(3));
+        assert!(is_compressed(&set), "{codec}");
+        assert!(
+            is_compressed(&set[..23]),
+            "{codec}: the header's start is enough"
+        );
+        for magic in [0, 1] {
+            assert!(
+                is_compressed(&legacy_wrapper(5, magic, codec, false, 3)),
+                "{codec} v{magic}"
+            );
+        }
+    }
+    let plain = build(0, Compression::None, &specs(3));
+    assert!(!is_compressed(&plain));
+    assert!(!is_compressed(&legacy_message(
+        5,
+        1,
+        0,
+        0,
+        None,
+        Some(b"v")
+    )));
+    assert!(!is_compressed(&[]));
+    assert!(!is_compressed(&plain[..22]), "cut before the attributes");
+    let mut other = plain.to_vec();
+    other[16] = 3;
+    assert!(!is_compressed(&other), "an unknown magic");
+}
+
 // ---- legacy MessageSet, built by hand to the published format ----
 
 fn legacy_message(
