@@ -18,6 +18,11 @@
 //! decoding end elsewhere than announced (a corrupt batch), the answer fetched ahead for that
 //! partition no longer matches its position and is dropped, as after a seek.
 //!
+//! Decoding side by side: an answer carrying at least [`DECODE_SHARE_MIN_BYTES`] of compressed
+//! records per thread is decoded on up to `decode_threads` threads (see [`decode_all`]): the
+//! Fetcher's own and scoped threads started for that answer. Decompression is most of a
+//! consumer's CPU with compressed topics, and it was the one thread that set the pace.
+//!
 //! Per-partition answers:
 //! - NotLeader, UnknownTopicOrPartition, FencedLeaderEpoch and other leadership errors: the
 //!   partition is dropped here and reported ([`TroubleKind::NotLeader`]) with the offset it had

@@ -65,10 +65,16 @@ pub(super) fn decompress(
     if legacy_header_checksum {
         if let Some(header) = fixed_legacy_header(input, hc_pos)? {
             let (header, rest) = (&header[..=hc_pos], &input[hc_pos + 1..]);
-            return read_bounded(CODEC, FrameDecoder::new(header.chain(rest)), limit, out);
+            return read_bounded(
+                CODEC,
+                FrameDecoder::new(header.chain(rest)),
+                limit,
+                out,
+                None,
+            );
         }
     }
-    read_bounded(CODEC, FrameDecoder::new(input), limit, out)
+    read_bounded(CODEC, FrameDecoder::new(input), limit, out, None)
 }
 
 /// What [`check_frame`] found: where the header checksum byte (HC) is, and how many blocks follow.

@@ -393,6 +393,48 @@ fn a_zstd_frame_announcing_a_false_size_is_corrupt_whatever_the_room() {
 }
 
 #[test]
+fn gzip_gets_the_room_its_trailer_announces_and_no_more_unless_it_needs_it() {
+    let data = sample(13_000);
+    let frame = compressed(Compression::Gzip, &data);
+    let mut out = Vec::new();
+    let n = decompress_into(Compression::Gzip, &frame, 1 << 20, false, &mut out).expect("gzip");
+    assert_eq!(&out[..n], &data[..]);
+    assert!(out.capacity() < 14_000, "room {} for 13,000 bytes", out.capacity());
+    // A trailer that lies (it is not checked before the end) changes the room, not the result.
+    let at = frame.len() - 4;
+    for announced in [0u32, 1, 12_999, 13_001, 70_000] {
+        let mut lying = frame.clone();
+        lying[at..].copy_from_slice(&announced.to_le_bytes());
+        let mut out = Vec::new();
+        let result = decompress_into(Compression::Gzip, &lying, 1 << 20, false, &mut out);
+        assert!(
+            matches!(result, Err(CompressionError::Corrupt { .. })),
+            "announcing {announced}: {result:?}"
+        );
+    }
+    // Two members: the trailer speaks for the last one only; all of both comes out, within
+    // the limit, which a trailer announcing more than it cannot loosen.
+    let two = [frame.clone(), compressed(Compression::Gzip, &data[..100])].concat();
+    let n = decompress_into(Compression::Gzip, &two, 1 << 20, false, &mut out).expect("two");
+    assert_eq!(n, 13_100);
+    assert_eq!(&out[..n], &[&data[..], &data[..100]].concat()[..]);
+    for limit in [13_099, 12_999, 100] {
+        assert_eq!(
+            decompress_into(Compression::Gzip, &two, limit, false, &mut Vec::new()),
+            Err(CompressionError::TooLarge {
+                codec: Compression::Gzip,
+                limit
+            }),
+            "limit {limit}"
+        );
+    }
+    assert_eq!(
+        decompress(Compression::Gzip, &frame, 13_000).expect("exactly the limit"),
+        data
+    );
+}
+
+#[test]
 fn extreme_zstd_levels_round_trip() {
     let input = payload();
     let levels = zstd::compression_level_range();
