@@ -399,7 +399,11 @@ fn gzip_gets_the_room_its_trailer_announces_and_no_more_unless_it_needs_it() {
     let mut out = Vec::new();
     let n = decompress_into(Compression::Gzip, &frame, 1 << 20, false, &mut out).expect("gzip");
     assert_eq!(&out[..n], &data[..]);
-    assert!(out.capacity() < 14_000, "room {} for 13,000 bytes", out.capacity());
+    assert!(
+        out.capacity() < 14_000,
+        "room {} for 13,000 bytes",
+        out.capacity()
+    );
     // A trailer that lies (it is not checked before the end) changes the room, not the result.
     let at = frame.len() - 4;
     for announced in [0u32, 1, 12_999, 13_001, 70_000] {

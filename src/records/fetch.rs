@@ -149,8 +149,7 @@ pub struct PeekedFetch {
 }
 
 /// Whether a partition's record set starts with a compressed batch (v2) or wrapper message
-/// (v0/v1), from its header alone: decompressing is most of what decoding costs, so this tells
-/// a set worth a decoding thread of its own from one that is only parsed.
+/// (v0/v1), from its header alone.
 pub fn is_compressed(set: &[u8]) -> bool {
     let codec = match set.get(16) {
         Some(2) => set.get(22).copied(), // the low byte of the batch's attributes
@@ -158,6 +157,18 @@ pub fn is_compressed(set: &[u8]) -> bool {
         _ => None,
     };
     codec.is_some_and(|attributes| attributes & 0x07 != 0)
+}
+
+/// The compressed bytes per record of a set's first batch, when that is a compressed v2 batch
+/// (from its header alone). Decompressing is most of what decoding such a set costs when the
+/// records are large, and parsing them when they are small: this tells which.
+pub fn compressed_record_size(set: &[u8]) -> Option<usize> {
+    if set.get(16) != Some(&2) || !is_compressed(set) {
+        return None;
+    }
+    let length = u32::from_be_bytes(set.get(8..12)?.try_into().ok()?);
+    let count = u32::from_be_bytes(set.get(57..61)?.try_into().ok()?);
+    usize::try_from(length / count.max(1)).ok()
 }
 
 /// The next fetch offset of a partition's record set, from its batch headers alone, so the

@@ -563,6 +563,17 @@ fn compressed_sets_are_told_from_their_first_header() {
     }
     let plain = build(0, Compression::None, &specs(3));
     assert!(!is_compressed(&plain));
+    assert_eq!(compressed_record_size(&plain), None);
+    let lz4 = build(0, Compression::Lz4, &specs(3));
+    let length = u32::from_be_bytes(lz4[8..12].try_into().expect("4 bytes")) as usize;
+    assert_eq!(compressed_record_size(&lz4), Some(length / 3));
+    assert_eq!(
+        compressed_record_size(&lz4[..60]),
+        None,
+        "cut before the count"
+    );
+    let legacy = legacy_wrapper(5, 1, Compression::Lz4, false, 3);
+    assert_eq!(compressed_record_size(&legacy), None);
     assert!(!is_compressed(&legacy_message(
         5,
         1,
