@@ -415,6 +415,7 @@ impl Fetcher {
                     .collect();
                 jobs.push(DecodeJob {
                     key: key.clone(),
+                    epoch: sent.epoch,
                     fetch_offset: sent.offset,
                     set: data.records.unwrap_or_default(),
                     aborted_transactions,
@@ -438,6 +439,9 @@ impl Fetcher {
         let Some(entry) = self.partitions.get_mut(key) else {
             return;
         };
+        if entry.epoch != job.epoch || entry.offset != job.fetch_offset {
+            return; // a partition the answer lists twice: only its first part is taken
+        }
         if let (Some(age), Some(first)) = (
             self.config.max_message_age.get(&*key.0),
             fetched.records.first(),
@@ -497,6 +501,7 @@ impl Fetcher {
 /// One partition's records from an answer, to be decoded.
 pub(crate) struct DecodeJob {
     key: Key,
+    epoch: u64,
     fetch_offset: i64,
     set: Bytes,
     aborted_transactions: Vec<AbortedTransaction>,
@@ -663,6 +668,7 @@ mod tests {
         }
         DecodeJob {
             key: (Arc::from("t"), partition),
+            epoch: 0,
             fetch_offset: 0,
             set: Bytes::from(set),
             aborted_transactions: Vec::new(),

@@ -817,6 +817,62 @@ async fn an_answer_fetched_ahead_past_a_corrupt_batch_is_dropped() {
 }
 
 #[actix::test]
+async fn a_partition_an_answer_lists_twice_is_delivered_once() {
+    use konsumer::kafka_protocol::messages::fetch_response::{
+        FetchableTopicResponse, PartitionData,
+    };
+    use konsumer::kafka_protocol::messages::{FetchResponse, TopicName};
+    use konsumer::kafka_protocol::protocol::StrBytes;
+    let mock = mock();
+    fill(&mock, 0, 5);
+    // Broker 1's first answer lists partition 0 twice, each time with its 5 records: a broker's
+    // error. The Fetcher takes only the first.
+    let mut batch =
+        konsumer::records::BatchBuilder::new(konsumer::compression::Compression::None, None);
+    for value in ["a", "b", "c", "d", "e"] {
+        batch.append(
+            1,
+            None,
+            Some(value.as_bytes()),
+            konsumer::records::NO_HEADERS,
+        );
+    }
+    let set = batch.build().expect("batch");
+    let part = || {
+        PartitionData::default()
+            .with_partition_index(0)
+            .with_high_watermark(5)
+            .with_last_stable_offset(5)
+            .with_records(Some(set.clone()))
+    };
+    let answer = FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+        .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
+        .with_partitions(vec![part(), part()])]);
+    mock.script(
+        konsumer::protocol::ApiKey::Fetch,
+        Some(1),
+        Ok(konsumer::protocol::ResponseKind::Fetch(answer)),
+    );
+    let seen = Arc::new(Seen::default());
+    // No sidechannel: its reads would be broker 1's first fetch.
+    let config = ConsumerConfig {
+        sidechannel_topic: String::new(),
+        ..consumer()
+    };
+    let service = start(&mock, config, batches(&seen, &[]), false).await;
+    wait_committed(&mock, [(0, 5)].into_iter().collect(), &service.log).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let partition_0: Vec<i64> = seen
+        .attempts()
+        .iter()
+        .filter(|(p, _)| *p == 0)
+        .map(|(_, o)| *o)
+        .collect();
+    assert_eq!(partition_0, (0..5).collect::<Vec<_>>());
+    service.addr.send(Shutdown).await.expect("shutdown answers");
+}
+
+#[actix::test]
 async fn a_full_partition_buffer_stops_fetching_until_records_are_done() {
     let mock = mock();
     for _ in 0..50 {
