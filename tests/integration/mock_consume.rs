@@ -74,6 +74,15 @@ impl Seen {
     fn distinct(&self) -> BTreeSet<(i32, i64)> {
         self.attempts().into_iter().collect()
     }
+    /// The offsets of `partition`'s delivery attempts, in order.
+    fn attempts_of(&self, partition: i32) -> Vec<i64> {
+        let attempts = self.attempts();
+        attempts
+            .iter()
+            .filter(|(p, _)| *p == partition)
+            .map(|(_, o)| *o)
+            .collect()
+    }
 }
 
 /// A batch handler that fails the records `fail` names (partition, offset) every time.
@@ -805,13 +814,7 @@ async fn an_answer_fetched_ahead_past_a_corrupt_batch_is_dropped() {
         fetch_offsets(&mock, 0)
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let partition_0: Vec<i64> = seen
-        .attempts()
-        .iter()
-        .filter(|(p, _)| *p == 0)
-        .map(|(_, o)| *o)
-        .collect();
-    assert_eq!(partition_0, (0..5).collect::<Vec<_>>());
+    assert_eq!(seen.attempts_of(0), (0..5).collect::<Vec<_>>());
     wait_committed(&mock, [(0, 5), (2, 5)].into_iter().collect(), &service.log).await;
     service.addr.send(Shutdown).await.expect("shutdown answers");
 }
@@ -862,13 +865,7 @@ async fn a_partition_an_answer_lists_twice_is_delivered_once() {
     let service = start(&mock, config, batches(&seen, &[]), false).await;
     wait_committed(&mock, [(0, 5)].into_iter().collect(), &service.log).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let partition_0: Vec<i64> = seen
-        .attempts()
-        .iter()
-        .filter(|(p, _)| *p == 0)
-        .map(|(_, o)| *o)
-        .collect();
-    assert_eq!(partition_0, (0..5).collect::<Vec<_>>());
+    assert_eq!(seen.attempts_of(0), (0..5).collect::<Vec<_>>());
     service.addr.send(Shutdown).await.expect("shutdown answers");
 }
 
