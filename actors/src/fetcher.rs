@@ -19,9 +19,10 @@
 //! partition no longer matches its position and is dropped, as after a seek.
 //!
 //! Decoding side by side: an answer carrying at least [`DECODE_SHARE_MIN_BYTES`] of compressed
-//! records per thread is decoded on up to `decode_threads` threads (see [`decode_all`]): the
-//! Fetcher's own and scoped threads started for that answer. Decompression is most of a
-//! consumer's CPU with compressed topics, and it was the one thread that set the pace.
+//! records per thread is decoded on up to `decode_threads` threads (see
+//! [`decode_side_by_side`]): the Fetcher's own and scoped threads started for that answer.
+//! Decompression is most of a consumer's CPU with compressed topics, and it was the one thread
+//! that set the pace.
 //!
 //! Per-partition answers:
 //! - NotLeader, UnknownTopicOrPartition, FencedLeaderEpoch and other leadership errors: the
@@ -354,8 +355,8 @@ impl Fetcher {
 
     /// Hands each partition's records to its tracker; drops and reports partitions in trouble.
     /// First every partition's answer is checked, then the records of those that are fine are
-    /// decoded (side by side on several threads when there are many: [`decode_all`]), then
-    /// handed over in the answer's order.
+    /// decoded (on several threads when there are many: [`decode_side_by_side`]) and each is
+    /// handed over as soon as it is decoded.
     fn take(
         &mut self,
         response: konsumer::kafka_protocol::messages::FetchResponse,
@@ -424,7 +425,7 @@ impl Fetcher {
             }
         }
         let options = self.decode.clone();
-        decode_all(
+        decode_side_by_side(
             &jobs,
             self.config.isolation,
             &options,
@@ -499,7 +500,7 @@ impl Fetcher {
 }
 
 /// One partition's records from an answer, to be decoded.
-pub(crate) struct DecodeJob {
+struct DecodeJob {
     key: Key,
     epoch: u64,
     fetch_offset: i64,
@@ -517,7 +518,7 @@ pub(crate) struct DecodeJob {
 /// Why threads started per answer rather than a pool: they live only while an answer of
 /// megabytes is decoded (a few milliseconds of work against tens of microseconds to start),
 /// they need no shutdown, and they can borrow the answer.
-pub(crate) fn decode_all<'j>(
+fn decode_side_by_side<'j>(
     jobs: &'j [DecodeJob],
     isolation: Isolation,
     options: &DecodeOptions,
@@ -763,7 +764,7 @@ mod tests {
         jobs[3].set = Bytes::from(corrupt);
         let decoded = |threads| {
             let mut decoded = Vec::new();
-            decode_all(
+            decode_side_by_side(
                 &jobs,
                 Isolation::ReadUncommitted,
                 &options,

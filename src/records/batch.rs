@@ -349,7 +349,7 @@ pub(crate) fn record_count_hint(set: &[u8]) -> usize {
     total.min(set.len() / 4)
 }
 
-fn parse_v2_header(
+pub(super) fn parse_v2_header(
     raw: &[u8],
     base_offset: i64,
     batch_length: i32,

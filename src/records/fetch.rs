@@ -2,10 +2,14 @@
 
 use bytes::Bytes;
 
-use super::batch::{record_count_hint, ControlType, RecordSetReader, LOG_OVERHEAD, V2_HEADER_SIZE};
+use super::batch::{
+    parse_v2_header, record_count_hint, ControlType, RecordSetReader, ATTR_CODEC_MASK,
+    LOG_OVERHEAD, V2_HEADER_SIZE,
+};
 use super::error::RecordsError;
 use super::record::Record;
 use super::DecodeOptions;
+use crate::compression::Compression;
 
 /// Kafka's isolation levels for fetching.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -156,19 +160,22 @@ pub fn is_compressed(set: &[u8]) -> bool {
         Some(0 | 1) => set.get(17).copied(), // the message's attributes
         _ => None,
     };
-    codec.is_some_and(|attributes| attributes & 0x07 != 0)
+    codec.is_some_and(|attributes| i16::from(attributes) & ATTR_CODEC_MASK != 0)
 }
 
 /// The compressed bytes per record of a set's first batch, when that is a compressed v2 batch
 /// (from its header alone). Decompressing is most of what decoding such a set costs when the
 /// records are large, and parsing them when they are small: this tells which.
 pub fn compressed_record_size(set: &[u8]) -> Option<usize> {
-    if set.get(16) != Some(&2) || !is_compressed(set) {
+    let raw = set.get(..V2_HEADER_SIZE)?;
+    let base_offset = i64::from_be_bytes(raw[..8].try_into().ok()?);
+    let batch_length = i32::from_be_bytes(raw[8..12].try_into().ok()?);
+    let header = parse_v2_header(raw, base_offset, batch_length).ok()?;
+    if header.magic != 2 || header.compression().ok()? == Compression::None {
         return None;
     }
-    let length = u32::from_be_bytes(set.get(8..12)?.try_into().ok()?);
-    let count = u32::from_be_bytes(set.get(57..61)?.try_into().ok()?);
-    usize::try_from(length / count.max(1)).ok()
+    let length = usize::try_from(header.batch_length).ok()?;
+    Some(length / usize::try_from(header.record_count).ok()?.max(1))
 }
 
 /// The next fetch offset of a partition's record set, from its batch headers alone, so the
