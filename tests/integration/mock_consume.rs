@@ -866,6 +866,14 @@ async fn a_partition_an_answer_lists_twice_is_delivered_once() {
     wait_committed(&mock, [(0, 5)].into_iter().collect(), &service.log).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(seen.attempts_of(0), (0..5).collect::<Vec<_>>());
+    // Had the second copy reached the tracker, its offset bookkeeping would have refused the
+    // repeated offsets and stopped the partition (after the first copy was committed, so the
+    // assertions above would not see it).
+    assert!(
+        !service.log.contains("partition stopped"),
+        "{}",
+        service.log.lines().join("\n")
+    );
     service.addr.send(Shutdown).await.expect("shutdown answers");
 }
 
