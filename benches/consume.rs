@@ -39,6 +39,7 @@
 //! --max-in-flight N        konsumer: ConsumerConfig::max_in_flight (default 1)
 //! --buffer-records N       konsumer: ConsumerConfig::buffer_max_records (default 20000)
 //! --decode-threads N       konsumer: ConsumerConfig::decode_threads (default 2)
+//! --no-check-crcs          konsumer: ConsumerConfig::check_crcs off (librdkafka's default)
 //! --partition-max-bytes N  all: max.partition.fetch.bytes (default 1048576)
 //! --fetch-max-wait-ms N    all: fetch.wait.max.ms (default 500)
 //! --fetch-max-bytes N      all: fetch.max.bytes (default 52428800)

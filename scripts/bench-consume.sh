@@ -14,7 +14,7 @@
 # Options (after the script name): --records N (or $KONSUMER_BENCH_RECORDS), --rounds N,
 # --clients konsumer,rdkafka,rdkafka-stream, --value-len N,
 # --compression none|gzip|snappy|lz4|zstd, --handler touch|count, --max-batch N,
-# --max-in-flight N, --buffer-records N, --decode-threads N, --partition-max-bytes N, --fetch-max-bytes N,
+# --max-in-flight N, --buffer-records N, --decode-threads N, --no-check-crcs, --partition-max-bytes N, --fetch-max-bytes N,
 # --fetch-max-wait-ms N, --rdkafka-set key=value, --run-timeout-s N. Exits non-zero if a client
 # misses, repeats or reorders a record, or a run is stuck.
 set -euo pipefail

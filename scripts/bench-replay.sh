@@ -15,7 +15,7 @@
 # Options: --records N (or $KONSUMER_BENCH_RECORDS), --rounds N,
 # --clients konsumer,rdkafka,rdkafka-stream, --compression none|gzip|snappy|lz4|zstd,
 # --value-len N, --batch-records N, --handler touch|count, --max-batch N, --max-in-flight N,
-# --buffer-records N, --decode-threads N, --partition-max-bytes N, --fetch-max-bytes N, --fetch-max-wait-ms N,
+# --buffer-records N, --decode-threads N, --no-check-crcs, --partition-max-bytes N, --fetch-max-bytes N, --fetch-max-wait-ms N,
 # --rdkafka-set key=value, --run-timeout-s N. Exits non-zero if a client misses, repeats or
 # reorders a record, or a run is stuck.
 set -euo pipefail

@@ -120,6 +120,12 @@ pub struct ConsumerConfig {
     /// decodes alone. Decompression is most of a consumer's CPU with compressed topics, and a
     /// broker's answer carries several partitions that decode independently.
     pub decode_threads: usize,
+    /// Check each fetched record batch's CRC before its records are delivered (the Java
+    /// client's and librdkafka's `check.crcs`). On by default, as in the Java client: a batch
+    /// corrupted on disk or on the wire must stop its partition rather than reach a handler.
+    /// Off saves about a tenth of the CPU with 1 KiB uncompressed records (CRC32C over every
+    /// byte), for those who trust their brokers' own checks; librdkafka's default is off.
+    pub check_crcs: bool,
 }
 
 /// The least bytes of one fetch answer's records worth a decoding thread of their own (see
@@ -157,6 +163,7 @@ impl Default for ConsumerConfig {
             sidechannel_topic: DEFAULT_SIDECHANNEL_TOPIC.to_owned(),
             sidechannel_wait: Duration::from_millis(300),
             decode_threads: 2,
+            check_crcs: true,
         }
     }
 }

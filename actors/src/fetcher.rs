@@ -126,6 +126,10 @@ impl Fetcher {
         owner: Recipient<FetchTrouble>,
         log: Logger,
     ) -> Self {
+        let decode = DecodeOptions {
+            verify_crc: config.check_crcs,
+            ..DecodeOptions::default()
+        };
         Fetcher {
             node,
             cluster,
@@ -133,7 +137,7 @@ impl Fetcher {
             request_timeout,
             owner,
             log,
-            decode: DecodeOptions::default(),
+            decode,
             partitions: BTreeMap::new(),
             connection: None,
             in_flight: false,

@@ -64,6 +64,8 @@ pub struct ServiceSettings {
     pub sidechannel_wait_ms: Option<u64>,
     /// Threads decoding one large fetch answer side by side (default 2).
     pub decode_threads: Option<usize>,
+    /// Check each fetched batch's CRC (default true).
+    pub check_crcs: Option<bool>,
     /// TLS to every broker (`security.protocol` SSL / SASL_SSL).
     pub tls: Option<TlsSettings>,
     /// SASL authentication with every broker (SASL_PLAINTEXT / SASL_SSL).
@@ -270,6 +272,9 @@ impl ServiceSettings {
         if let Some(v) = self.decode_threads {
             consumer.decode_threads = v;
         }
+        if let Some(v) = self.check_crcs {
+            consumer.check_crcs = v;
+        }
         if let Some(v) = self.commit_interval_ms {
             consumer.commit_interval = ms(v);
         }
@@ -409,7 +414,7 @@ mod tests {
                 "topic_failure_policies": {"orders": {"dead_letter_topic": "orders.dlq"}},
                 "max_message_age_ms": {"audit-x": 60000}, "drain_timeout_ms": 3000,
                 "sidechannel_topic": "offsets.handover", "sidechannel_wait_ms": 150,
-                "decode_threads": 3
+                "decode_threads": 3, "check_crcs": false
             }"#,
         )
         .into_configs()
@@ -424,6 +429,7 @@ mod tests {
         assert_eq!(consumer.offset_reset, OffsetReset::Earliest);
         assert_eq!(consumer.max_in_flight, 4);
         assert_eq!(consumer.decode_threads, 3);
+        assert!(!consumer.check_crcs);
         assert!(consumer.in_order_done);
         assert_eq!(consumer.failure_policy.retries, 1);
         assert_eq!(consumer.failure_policy.then, AfterRetries::Skip);

@@ -97,6 +97,9 @@ pub struct Settings {
     pub max_in_flight: usize,
     pub buffer_records: usize,
     pub decode_threads: usize,
+    /// konsumer checks each batch's CRC (its default) or not (`--no-check-crcs`: what
+    /// librdkafka does by default, `check.crcs=false`).
+    pub check_crcs: bool,
     pub partition_max_bytes: i32,
     pub fetch_max_wait: Duration,
     pub fetch_max_bytes: i32,
@@ -154,6 +157,7 @@ impl Settings {
             max_in_flight: defaults.max_in_flight,
             buffer_records: defaults.buffer_max_records,
             decode_threads: defaults.decode_threads,
+            check_crcs: defaults.check_crcs,
             partition_max_bytes: defaults.partition_max_bytes,
             fetch_max_wait: defaults.fetch_max_wait,
             fetch_max_bytes: defaults.fetch_max_bytes,
@@ -195,6 +199,7 @@ impl Settings {
                     self.run_timeout = Duration::from_secs(number(&arg, &text()?)?)
                 }
                 "--no-sidechannel" => self.sidechannel = false,
+                "--no-check-crcs" => self.check_crcs = false,
                 "--rdkafka-set" => {
                     let pair = text()?;
                     let (key, value) = pair
@@ -305,6 +310,9 @@ impl Settings {
         if !self.sidechannel {
             args.push("--no-sidechannel".into());
         }
+        if !self.check_crcs {
+            args.push("--no-check-crcs".into());
+        }
         for (key, value) in &self.rdkafka_extra {
             args.push("--rdkafka-set".into());
             args.push(format!("{key}={value}"));
@@ -319,6 +327,7 @@ impl Settings {
             max_in_flight: self.max_in_flight,
             buffer_max_records: self.buffer_records,
             decode_threads: self.decode_threads,
+            check_crcs: self.check_crcs,
             partition_max_bytes: self.partition_max_bytes,
             fetch_max_wait: self.fetch_max_wait,
             fetch_max_bytes: self.fetch_max_bytes,
@@ -362,7 +371,7 @@ impl Settings {
         let config = self.consumer_config();
         let mut line = format!(
             "handler: {}; konsumer: max_batch_records {}, max_in_flight {}, buffer_max_records \
-             {}, decode_threads {}; all: max partition fetch bytes {}, fetch max bytes {}, fetch max wait {} ms; \
+             {}, decode_threads {}, check_crcs {}; all: max partition fetch bytes {}, fetch max bytes {}, fetch max wait {} ms; \
              each client in a process of its own",
             if self.touch {
                 "count, check offsets, sum value lengths and bytes"
@@ -373,6 +382,7 @@ impl Settings {
             config.max_in_flight,
             config.buffer_max_records,
             config.decode_threads,
+            config.check_crcs,
             config.partition_max_bytes,
             config.fetch_max_bytes,
             config.fetch_max_wait.as_millis()

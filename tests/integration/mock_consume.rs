@@ -757,6 +757,51 @@ async fn a_corrupt_batch_stops_its_partition_after_the_good_records_before_it() 
     service.addr.send(Shutdown).await.expect("shutdown answers");
 }
 
+/// Why: `check_crcs` is the Java client's and librdkafka's `check.crcs`. Checked (the default),
+/// a batch whose CRC does not match stops its partition; unchecked, its records are delivered.
+#[actix::test]
+async fn check_crcs_decides_whether_a_batch_with_a_wrong_crc_is_delivered() {
+    let mock = mock();
+    fill(&mock, 0, 5);
+    // Offsets 5 to 7: a sound batch whose stored CRC (bytes 17 to 20 of a v2 batch) is wrong.
+    let mut batch =
+        konsumer::records::BatchBuilder::new(konsumer::compression::Compression::None, None);
+    for value in ["x", "y", "z"] {
+        batch.append(
+            1,
+            None,
+            Some(value.as_bytes()),
+            konsumer::records::NO_HEADERS,
+        );
+    }
+    let mut batch = batch.build().expect("batch").to_vec();
+    batch[17] ^= 0xff;
+    mock.append_raw(TOPIC, 0, Bytes::from(batch), 3);
+    fill(&mock, 0, 5);
+    let seen = Arc::new(Seen::default());
+    let mut service = start(&mock, consumer(), batches(&seen, &[]), false).await;
+    let stopped = service.first_stops("partition 0 stops").await;
+    match &stopped[..] {
+        [(0, Error::Records(e))] => assert!(e.to_string().contains("CRC mismatch"), "{e}"),
+        other => panic!("unexpected: {other:?}"),
+    }
+    wait_committed(&mock, [(0, 5)].into_iter().collect(), &service.log).await;
+    assert_eq!(seen.attempts_of(0), (0..5).collect::<Vec<_>>());
+    service.addr.send(Shutdown).await.expect("shutdown answers");
+    // The same group without the check resumes at 5 and reads the batch and what follows.
+    let seen = Arc::new(Seen::default());
+    let config = ConsumerConfig {
+        check_crcs: false,
+        ..consumer()
+    };
+    let mut service = start(&mock, config, batches(&seen, &[]), false).await;
+    wait_committed(&mock, [(0, 13)].into_iter().collect(), &service.log).await;
+    assert_eq!(seen.attempts_of(0), (5..13).collect::<Vec<_>>());
+    let stops = service.stopped();
+    assert!(stops.is_empty(), "{stops:?}");
+    service.addr.send(Shutdown).await.expect("shutdown answers");
+}
+
 /// The offsets each Fetch the mock received asked for `partition`, in order.
 fn fetch_offsets(mock: &MockCluster, partition: i32) -> Vec<i64> {
     mock.received()
