@@ -263,6 +263,21 @@ fn append_old(mock: &MockCluster, count: i64) -> i64 {
     old
 }
 
+/// One uncompressed batch holding `values` (timestamp 1, no keys, no headers), encoded.
+fn batch_of(values: &[&str]) -> Bytes {
+    let mut batch =
+        konsumer::records::BatchBuilder::new(konsumer::compression::Compression::None, None);
+    for value in values {
+        batch.append(
+            1,
+            None,
+            Some(value.as_bytes()),
+            konsumer::records::NO_HEADERS,
+        );
+    }
+    batch.build().expect("batch")
+}
+
 /// Moves `partition` of the test topic to `offset`.
 async fn seek(service: &Service, partition: i32, offset: i64) {
     service
@@ -764,17 +779,7 @@ async fn check_crcs_decides_whether_a_batch_with_a_wrong_crc_is_delivered() {
     let mock = mock();
     fill(&mock, 0, 5);
     // Offsets 5 to 7: a sound batch whose stored CRC (bytes 17 to 20 of a v2 batch) is wrong.
-    let mut batch =
-        konsumer::records::BatchBuilder::new(konsumer::compression::Compression::None, None);
-    for value in ["x", "y", "z"] {
-        batch.append(
-            1,
-            None,
-            Some(value.as_bytes()),
-            konsumer::records::NO_HEADERS,
-        );
-    }
-    let mut batch = batch.build().expect("batch").to_vec();
+    let mut batch = batch_of(&["x", "y", "z"]).to_vec();
     batch[17] ^= 0xff;
     mock.append_raw(TOPIC, 0, Bytes::from(batch), 3);
     fill(&mock, 0, 5);
@@ -823,17 +828,7 @@ async fn an_answer_fetched_ahead_past_a_corrupt_batch_is_dropped() {
     // Partitions 0 and 2 (broker 1): 0 holds 5 good records, a batch of 3 whose header is
     // sound but whose records fail their CRC, then 5 good records; 2 holds 5 good records.
     fill(&mock, 0, 5);
-    let mut corrupt =
-        konsumer::records::BatchBuilder::new(konsumer::compression::Compression::None, None);
-    for value in ["x", "y", "z"] {
-        corrupt.append(
-            1,
-            None,
-            Some(value.as_bytes()),
-            konsumer::records::NO_HEADERS,
-        );
-    }
-    let mut corrupt = corrupt.build().expect("batch").to_vec();
+    let mut corrupt = batch_of(&["x", "y", "z"]).to_vec();
     let last = corrupt.len() - 1;
     corrupt[last] ^= 0xff;
     mock.append_raw(TOPIC, 0, Bytes::from(corrupt), 3);
@@ -875,17 +870,7 @@ async fn a_partition_an_answer_lists_twice_is_delivered_once() {
     fill(&mock, 0, 5);
     // Broker 1's first answer lists partition 0 twice, each time with its 5 records: a broker's
     // error. The Fetcher takes only the first.
-    let mut batch =
-        konsumer::records::BatchBuilder::new(konsumer::compression::Compression::None, None);
-    for value in ["a", "b", "c", "d", "e"] {
-        batch.append(
-            1,
-            None,
-            Some(value.as_bytes()),
-            konsumer::records::NO_HEADERS,
-        );
-    }
-    let set = batch.build().expect("batch");
+    let set = batch_of(&["a", "b", "c", "d", "e"]);
     let part = || {
         PartitionData::default()
             .with_partition_index(0)
