@@ -579,19 +579,22 @@ const SIDE_BY_SIDE_MIN_RECORD_SIZE: usize = 256;
 /// per record) gained 12-17% records/s at less CPU; 100-byte records, uncompressed or lz4
 /// (43 bytes per record), took 10-30% more CPU and 30 MiB more memory side by side.
 fn runs_of_equal_bytes(jobs: &[DecodeJob], threads: usize) -> Vec<&[DecodeJob]> {
-    let weight = |job: &DecodeJob| match compressed_record_size(&job.set) {
-        Some(size) if size >= SIDE_BY_SIDE_MIN_RECORD_SIZE => job.set.len(),
-        _ => 0,
-    };
-    let total: usize = jobs.iter().map(weight).sum();
+    let weights: Vec<usize> = jobs
+        .iter()
+        .map(|job| match compressed_record_size(&job.set) {
+            Some(size) if size >= SIDE_BY_SIDE_MIN_RECORD_SIZE => job.set.len(),
+            _ => 0,
+        })
+        .collect();
+    let total: usize = weights.iter().sum();
     let threads = threads
         .min(jobs.len())
         .min(total / DECODE_SHARE_MIN_BYTES)
         .max(1);
     let mut runs = Vec::with_capacity(threads);
     let (mut start, mut done) = (0, 0);
-    for (i, job) in jobs.iter().enumerate() {
-        done += weight(job);
+    for (i, weight) in weights.iter().enumerate() {
+        done += weight;
         // Cut once this run reaches its share of the total.
         if runs.len() + 1 < threads && done * threads >= total * (runs.len() + 1) {
             runs.push(&jobs[start..=i]);

@@ -3,8 +3,7 @@
 use bytes::Bytes;
 
 use super::batch::{
-    parse_v2_header, record_count_hint, ControlType, RecordSetReader, ATTR_CODEC_MASK,
-    LOG_OVERHEAD, V2_HEADER_SIZE,
+    parse_v2_header, record_count_hint, ControlType, RecordSetReader, LOG_OVERHEAD, V2_HEADER_SIZE,
 };
 use super::error::RecordsError;
 use super::record::Record;
@@ -150,17 +149,6 @@ pub struct PeekedFetch {
     pub next_offset: i64,
     /// The records the complete batches hold, as their headers say.
     pub records: usize,
-}
-
-/// Whether a partition's record set starts with a compressed batch (v2) or wrapper message
-/// (v0/v1), from its header alone.
-pub fn is_compressed(set: &[u8]) -> bool {
-    let codec = match set.get(16) {
-        Some(2) => set.get(22).copied(), // the low byte of the batch's attributes
-        Some(0 | 1) => set.get(17).copied(), // the message's attributes
-        _ => None,
-    };
-    codec.is_some_and(|attributes| i16::from(attributes) & ATTR_CODEC_MASK != 0)
 }
 
 /// The compressed bytes per record of a set's first batch, when that is a compressed v2 batch

@@ -35,8 +35,8 @@ pub use batch::{Batch, BatchHeader, ControlType, RecordSetReader};
 pub use encode::{BatchBuilder, NewHeader, NO_HEADERS};
 pub use error::{RecordsError, RecordsErrorKind};
 pub use fetch::{
-    compressed_record_size, decode_fetched, is_compressed, peek_next_offset, AbortedTransaction,
-    FetchedRecords, Isolation, PartitionFetch, PeekedFetch,
+    compressed_record_size, decode_fetched, peek_next_offset, AbortedTransaction, FetchedRecords,
+    Isolation, PartitionFetch, PeekedFetch,
 };
 pub use record::{Header, Headers, HeadersIter, Record, TimestampType};
 
